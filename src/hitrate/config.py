@@ -1,0 +1,145 @@
+"""Configuration: hitrate's native schema, and LiteLLM-style `config.yaml` accepted as is.
+
+Both load into `Config`. Any string `os.environ/NAME` is replaced by that environment
+variable. A bad file raises `ConfigError` with one message naming the field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hitrate.keys import valid_namespace
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased for the person who wrote the file."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Section):
+    name: str = Field(min_length=1, description="model name clients send")
+    model: str | None = Field(default=None, description="upstream model id (default: name)")
+    api_base: str = "https://api.openai.com/v1"
+    api_key: str | None = None
+    provider: Literal["openai", "azure"] = "openai"
+    api_version: str | None = None
+    timeout: float = Field(default=600.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("api_base")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
+class CacheConfig(_Section):
+    enabled: bool = True
+    type: Literal["memory", "disk"] = "memory"
+    ttl: float | None = Field(default=None, gt=0, description="seconds; none = no expiry")
+    namespace: str = "default"
+    mode: Literal["default_on", "default_off"] = "default_on"
+    max_cache_size_mb: float = Field(default=256, gt=0)
+    max_entries: int | None = Field(default=None, gt=0)
+    disk_cache_dir: str = ".hitrate/cache"
+    disk_max_size_mb: float = Field(default=4096, gt=0)
+    coalesce: bool = True
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not valid_namespace(value):
+            raise ValueError("use 1-128 letters, digits, '_', '.', '-'")
+        return value
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=4000, ge=0, le=65535)
+
+
+class Config(_Section):
+    models: list[ModelConfig] = Field(default_factory=list)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    master_key: str | None = None
+
+
+# -- loading ------------------------------------------------------------------------
+
+
+def _resolve_env(value: Any, path: str) -> Any:
+    if isinstance(value, str) and value.startswith("os.environ/"):
+        name = value.removeprefix("os.environ/")
+        if name not in os.environ:
+            raise ConfigError(f"{path}: environment variable {name} is not set")
+        return os.environ[name]
+    if isinstance(value, dict):
+        return {k: _resolve_env(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _format_validation(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    parts: list[str] = []
+    for part in error["loc"]:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        else:
+            parts.append(("." if parts else "") + str(part))
+    field = "".join(parts)
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    return f"{field}: {message}" if field else message
+
+
+def parse_config(data: Any) -> Config:
+    """A parsed YAML/JSON document (native or LiteLLM-style) -> Config."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the config file must be a mapping at the top level")
+    data = _resolve_env(data, "")
+    if is_litellm(data):
+        from hitrate.litellm_config import convert
+
+        data = convert(data)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc)) from None
+    names = [m.name for m in config.models]
+    if not names and "models" in data:
+        raise ConfigError("models: at least one model is needed")
+    return config
+
+
+def is_litellm(data: dict[str, Any]) -> bool:
+    return bool({"model_list", "litellm_settings", "general_settings", "router_settings"} & set(data))
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{file} is not valid YAML{where}") from None
+    return parse_config(data)

@@ -1,0 +1,308 @@
+"""The response cache: plan, lookup (with request coalescing), store.
+
+Protocol-agnostic: it sees canonical requests and decoded response objects, never
+HTTP. The gateway and the in-process client wrapper both drive it through
+`hitrate.gateway.proxy`, so caching logic lives here and nowhere else.
+
+Failure rule: a store that raises is a miss (or a skipped store), counted and logged
+once per failure episode, never an error for the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hitrate import keys, policy
+from hitrate.controls import Controls, Mode
+from hitrate.entry import CorruptEntry, Entry, decode, encode
+from hitrate.stores.base import ByteStore
+
+log = logging.getLogger("hitrate.engine")
+
+
+@dataclass(slots=True)
+class Plan:
+    """What the cache will do for one request (or one embedding input)."""
+
+    kind: str
+    key: str
+    request: dict[str, Any]
+    lookup: bool
+    store: bool
+    ttl: float | None
+    max_age: float | None
+    namespace: str
+
+    @property
+    def status_if_not_hit(self) -> str:
+        return "miss" if self.lookup else "bypass"
+
+
+@dataclass(slots=True)
+class Flight:
+    """An upstream call in progress that identical requests may wait on."""
+
+    key: str
+    future: asyncio.Future[Entry | None]
+    waiters: int = 0
+
+
+@dataclass(slots=True)
+class Lookup:
+    entry: Entry | None = None
+    coalesced: bool = False
+    flight: Flight | None = None  # set when this caller leads and must call finish()
+
+
+@dataclass(slots=True)
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    bypasses: int = 0
+    coalesced: int = 0
+    stores: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    corrupt: int = 0
+    backend_errors: int = 0
+
+
+class ResponseCache:
+    """Exact-match response cache over one byte store."""
+
+    def __init__(
+        self,
+        store: ByteStore,
+        *,
+        ttl: float | None = None,
+        namespace: str = "default",
+        mode: Mode = "default_on",
+        coalesce: bool = True,
+    ):
+        if not keys.valid_namespace(namespace):
+            raise ValueError(f"invalid namespace {namespace!r}")
+        self.store = store
+        self.default_ttl = ttl
+        self.namespace = namespace
+        self.mode: Mode = mode
+        self.coalesce = coalesce
+        self.stats = CacheStats()
+        self._inflight: dict[str, Flight] = {}
+        self._backend_failing = False
+
+    # -- planning ----------------------------------------------------------------
+
+    def enabled_for(self, controls: Controls) -> bool:
+        return controls.enabled(self.mode)
+
+    def plan(
+        self, kind: str, request: dict[str, Any], controls: Controls, *, scope: str = ""
+    ) -> Plan:
+        """`request` is the body without the `cache` object; the key is its canonical form."""
+        namespace = controls.namespace or self.namespace
+        canonical = keys.canonical_request(request)
+        return self.plan_canonical(kind, canonical, request, controls, scope=scope,
+                                   namespace=namespace)
+
+    def plan_canonical(
+        self,
+        kind: str,
+        canonical: Any,
+        request: dict[str, Any],
+        controls: Controls,
+        *,
+        scope: str = "",
+        namespace: str | None = None,
+    ) -> Plan:
+        namespace = namespace or controls.namespace or self.namespace
+        return Plan(
+            kind=kind,
+            key=keys.make_key(kind, namespace, canonical, scope),
+            request=request,
+            lookup=not controls.no_cache,
+            store=not controls.no_store,
+            ttl=controls.ttl if controls.ttl is not None else self.default_ttl,
+            max_age=controls.max_age,
+            namespace=namespace,
+        )
+
+    # -- backend access (never raises) -------------------------------------------
+
+    def _backend_error(self, op: str, exc: BaseException) -> None:
+        self.stats.backend_errors += 1
+        if not self._backend_failing:
+            self._backend_failing = True
+            log.warning("cache backend %s failing (%s: %s); serving misses", self.store.name,
+                        op, exc)
+
+    def _backend_ok(self) -> None:
+        if self._backend_failing:
+            self._backend_failing = False
+            log.warning("cache backend %s recovered", self.store.name)
+
+    def _valid(self, plan: Plan, raw: bytes | None, now: float) -> Entry | None:
+        if raw is None:
+            return None
+        try:
+            entry = decode(raw, expected_key=plan.key)
+        except CorruptEntry as exc:
+            self.stats.corrupt += 1
+            log.debug("corrupt entry %s: %s", plan.key, exc)
+            self._schedule_delete(plan.key)
+            return None
+        if entry.expired(now) or policy.rejection(plan.kind, plan.request, entry.response):
+            self._schedule_delete(plan.key)
+            return None
+        if plan.max_age is not None and entry.age(now) > plan.max_age:
+            return None  # too old for this client; still fine for others
+        return entry
+
+    def _schedule_delete(self, key: str) -> None:
+        async def _delete() -> None:
+            try:
+                await self.store.delete(key)
+            except Exception as exc:
+                self._backend_error("delete", exc)
+
+        task = asyncio.get_running_loop().create_task(_delete())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    async def get(self, plan: Plan) -> Entry | None:
+        try:
+            raw = await self.store.get(plan.key)
+        except Exception as exc:
+            self._backend_error("get", exc)
+            return None
+        self._backend_ok()
+        return self._valid(plan, raw, time.time())
+
+    async def get_many(self, plans: Sequence[Plan]) -> list[Entry | None]:
+        if not plans:
+            return []
+        try:
+            raws = await self.store.get_many([p.key for p in plans])
+        except Exception as exc:
+            self._backend_error("get_many", exc)
+            return [None] * len(plans)
+        self._backend_ok()
+        now = time.time()
+        return [self._valid(p, raw, now) for p, raw in zip(plans, raws, strict=True)]
+
+    def _prepare(self, plan: Plan, entry: Entry) -> tuple[str, bytes, float | None] | None:
+        reason = policy.rejection(plan.kind, plan.request, entry.response)
+        if reason:
+            self.stats.rejected[reason] += 1
+            return None
+        entry.key = plan.key
+        if plan.ttl:
+            entry.expires_at = entry.created_at + plan.ttl
+        return plan.key, encode(entry), plan.ttl
+
+    async def put(self, plan: Plan, entry: Entry) -> bool:
+        """Stores if policy allows. Returns whether it was stored."""
+        if not plan.store:
+            return False
+        item = self._prepare(plan, entry)
+        if item is None:
+            return False
+        try:
+            await self.store.set(*item)
+        except Exception as exc:
+            self._backend_error("set", exc)
+            return False
+        self._backend_ok()
+        self.stats.stores += 1
+        return True
+
+    async def put_many(self, pairs: Sequence[tuple[Plan, Entry]]) -> int:
+        items = [item for plan, entry in pairs if plan.store and (item := self._prepare(plan, entry))]
+        if not items:
+            return 0
+        try:
+            await self.store.set_many(items)
+        except Exception as exc:
+            self._backend_error("set_many", exc)
+            return 0
+        self._backend_ok()
+        self.stats.stores += len(items)
+        return len(items)
+
+    def acceptable(self, plan: Plan, entry: Entry) -> bool:
+        """Whether a freshly produced entry may be handed to waiting requests."""
+        return policy.rejection(plan.kind, plan.request, entry.response) is None
+
+    # -- lookup with coalescing ----------------------------------------------------
+
+    async def lookup(self, plan: Plan) -> Lookup:
+        """Cache read, else join an identical in-flight request, else lead a new one.
+
+        A leader gets `Lookup.flight` and must call `finish(flight, ...)` exactly once,
+        whatever happens (use try/finally). Followers of a leader that failed go to the
+        upstream on their own, without coalescing again, so one bad upstream answer
+        cannot chain N requests one after another.
+        """
+        if plan.lookup:
+            entry = await self.get(plan)
+            if entry is not None:
+                self.stats.hits += 1
+                return Lookup(entry=entry)
+            flight = self._inflight.get(plan.key) if self.coalesce else None
+            if flight is not None:
+                flight.waiters += 1
+                entry = await asyncio.shield(flight.future)
+                if entry is not None:
+                    self.stats.hits += 1
+                    self.stats.coalesced += 1
+                    return Lookup(entry=entry, coalesced=True)
+                self.stats.misses += 1
+                return Lookup()
+            self.stats.misses += 1
+        else:
+            self.stats.bypasses += 1
+        if self.coalesce and plan.store and plan.key not in self._inflight:
+            flight = Flight(plan.key, asyncio.get_running_loop().create_future())
+            self._inflight[plan.key] = flight
+            return Lookup(flight=flight)
+        return Lookup()
+
+    async def finish(self, plan: Plan, flight: Flight | None, entry: Entry | None) -> bool:
+        """Leader's (or uncoalesced caller's) end: release waiters, then store."""
+        if entry is not None and not self.acceptable(plan, entry):
+            self.stats.rejected[policy.rejection(plan.kind, plan.request, entry.response)
+                                or "unknown"] += 1
+            entry = None
+        self.abandon(flight, entry)
+        if entry is None:
+            return False
+        return await self.put(plan, entry)
+
+    def abandon(self, flight: Flight | None, entry: Entry | None = None) -> None:
+        """Resolve a flight without storing (errors, broken streams, disconnects)."""
+        if flight is None:
+            return
+        if self._inflight.get(flight.key) is flight:
+            del self._inflight[flight.key]
+        if not flight.future.done():
+            flight.future.set_result(entry)
+
+    # -- admin -------------------------------------------------------------------
+
+    async def delete(self, key: str) -> bool:
+        return await self.store.delete(key)
+
+    async def clear(self, namespace: str | None = None) -> int:
+        prefix = keys.namespace_prefix(namespace) if namespace else keys.ALL_KEYS_PREFIX
+        return await self.store.clear(prefix)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+# Strong references to fire-and-forget tasks (asyncio keeps only weak ones).
+_background: set[asyncio.Task[None]] = set()

@@ -1,0 +1,205 @@
+"""Server-sent events: capture an upstream stream into one response, replay one as a stream.
+
+We store streamed answers in the non-streaming shape (`chat.completion` /
+`text_completion`), so either kind of request can be served from either kind of
+miss with the same answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+DONE = b"data: [DONE]\n\n"
+
+
+class SSEParser:
+    """Incremental parser: feed raw bytes, get complete `data:` payloads back."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._buffer += chunk
+        if b"\n\n" not in self._buffer and b"\r\n\r\n" not in self._buffer:
+            return []
+        normalized = self._buffer.replace(b"\r\n", b"\n")
+        *events, self._buffer = normalized.split(b"\n\n")
+        out = []
+        for event in events:
+            data = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+            if data:
+                out.append(b"\n".join(data))
+        return out
+
+
+class StreamCapture:
+    """Assembles `chat.completion.chunk` / `text_completion` chunks into one response.
+
+    `complete` is True only if the stream ended with [DONE], every choice got a
+    finish_reason and no error event was seen: a broken stream is never stored.
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.parser = SSEParser()
+        self.done = False
+        self.failed = False
+        self.meta: dict[str, Any] = {}
+        self.choices: dict[int, dict[str, Any]] = {}
+        self.usage: dict[str, Any] | None = None
+
+    def feed(self, raw: bytes) -> None:
+        if self.failed:
+            return
+        for data in self.parser.feed(raw):
+            if data == b"[DONE]":
+                self.done = True
+                continue
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                self.failed = True
+                return
+            self._add(chunk)
+
+    def _add(self, chunk: Any) -> None:
+        if not isinstance(chunk, dict) or "error" in chunk:
+            self.failed = True
+            return
+        for field in ("id", "created", "model", "system_fingerprint", "service_tier"):
+            if field in chunk and field not in self.meta:
+                self.meta[field] = chunk[field]
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            index = choice.get("index", 0)
+            slot = self.choices.setdefault(index, {"index": index, "finish_reason": None})
+            if self.kind == "chat":
+                self._add_chat_delta(slot, choice)
+            else:
+                slot["text"] = slot.get("text", "") + (choice.get("text") or "")
+                if choice.get("logprobs"):
+                    self.failed = True  # legacy logprobs streams are not reassembled
+            if choice.get("finish_reason"):
+                slot["finish_reason"] = choice["finish_reason"]
+
+    @staticmethod
+    def _add_chat_delta(slot: dict[str, Any], choice: dict[str, Any]) -> None:
+        message = slot.setdefault("message", {"role": "assistant", "content": None})
+        delta = choice.get("delta") or {}
+        if delta.get("role"):
+            message["role"] = delta["role"]
+        if delta.get("content"):
+            message["content"] = (message["content"] or "") + delta["content"]
+        if delta.get("refusal"):
+            message["refusal"] = (message.get("refusal") or "") + delta["refusal"]
+        for call in delta.get("tool_calls") or []:
+            calls = message.setdefault("tool_calls", [])
+            index = call.get("index", len(calls))
+            while len(calls) <= index:
+                calls.append({"id": None, "type": "function",
+                              "function": {"name": "", "arguments": ""}})
+            target = calls[index]
+            if call.get("id"):
+                target["id"] = call["id"]
+            if call.get("type"):
+                target["type"] = call["type"]
+            function = call.get("function") or {}
+            target["function"]["name"] += function.get("name") or ""
+            target["function"]["arguments"] += function.get("arguments") or ""
+        if delta.get("function_call"):
+            fc = message.setdefault("function_call", {"name": "", "arguments": ""})
+            fc["name"] += delta["function_call"].get("name") or ""
+            fc["arguments"] += delta["function_call"].get("arguments") or ""
+        logprobs = choice.get("logprobs")
+        if logprobs and logprobs.get("content"):
+            slot.setdefault("logprobs", {"content": []})["content"].extend(logprobs["content"])
+
+    @property
+    def complete(self) -> bool:
+        return (
+            self.done
+            and not self.failed
+            and bool(self.choices)
+            and all(c["finish_reason"] for c in self.choices.values())
+        )
+
+    def response(self) -> dict[str, Any]:
+        obj = "chat.completion" if self.kind == "chat" else "text_completion"
+        out: dict[str, Any] = {"id": self.meta.get("id", ""), "object": obj,
+                               "created": self.meta.get("created", 0),
+                               "model": self.meta.get("model", "")}
+        if "system_fingerprint" in self.meta:
+            out["system_fingerprint"] = self.meta["system_fingerprint"]
+        choices = []
+        for index in sorted(self.choices):
+            slot = dict(self.choices[index])
+            if self.kind == "chat":
+                slot.setdefault("logprobs", None)
+            choices.append(slot)
+        out["choices"] = choices
+        if self.usage is not None:
+            out["usage"] = self.usage
+        return out
+
+
+def _event(obj: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def replay(kind: str, response: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
+    """A stored response as the SSE byte stream the upstream would have sent."""
+    if kind == "chat":
+        yield from _replay_chat(response, include_usage)
+    else:
+        yield from _replay_completion(response, include_usage)
+    yield DONE
+
+
+def _chunk_base(response: dict[str, Any], obj: str, include_usage: bool) -> dict[str, Any]:
+    base: dict[str, Any] = {"id": response.get("id", ""), "object": obj,
+                            "created": response.get("created", 0),
+                            "model": response.get("model", "")}
+    if response.get("system_fingerprint") is not None:
+        base["system_fingerprint"] = response["system_fingerprint"]
+    if include_usage:
+        base["usage"] = None
+    return base
+
+
+def _replay_chat(response: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
+    base = _chunk_base(response, "chat.completion.chunk", include_usage)
+    for choice in response.get("choices", []):
+        message = choice.get("message") or {}
+        delta: dict[str, Any] = {"role": message.get("role", "assistant")}
+        if message.get("content") is not None:
+            delta["content"] = message["content"]
+        if message.get("refusal"):
+            delta["refusal"] = message["refusal"]
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [dict(call, index=i) for i, call in
+                                   enumerate(message["tool_calls"])]
+        if message.get("function_call"):
+            delta["function_call"] = message["function_call"]
+        index = choice.get("index", 0)
+        yield _event({**base, "choices": [{"index": index, "delta": delta,
+                                           "logprobs": choice.get("logprobs"),
+                                           "finish_reason": None}]})
+        yield _event({**base, "choices": [{"index": index, "delta": {}, "logprobs": None,
+                                           "finish_reason": choice.get("finish_reason")}]})
+    if include_usage and response.get("usage"):
+        yield _event({**base, "choices": [], "usage": response["usage"]})
+
+
+def _replay_completion(response: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
+    base = _chunk_base(response, "text_completion", include_usage)
+    for choice in response.get("choices", []):
+        yield _event({**base, "choices": [{"index": choice.get("index", 0),
+                                           "text": choice.get("text", ""),
+                                           "logprobs": None,
+                                           "finish_reason": choice.get("finish_reason")}]})
+    if include_usage and response.get("usage"):
+        yield _event({**base, "choices": [], "usage": response["usage"]})

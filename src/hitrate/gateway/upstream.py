@@ -1,0 +1,144 @@
+"""Calls to OpenAI-compatible upstreams over one pooled httpx client."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from hitrate.errors import APIError
+
+# Response headers worth passing back to the client from the provider.
+_FORWARDED_RESPONSE_HEADERS = ("x-request-id", "openai-processing-ms", "openai-version",
+                               "retry-after", "x-ratelimit-remaining-requests",
+                               "x-ratelimit-remaining-tokens")
+
+
+@dataclass(slots=True)
+class UpstreamReply:
+    status: int
+    headers: dict[str, str]
+    content: bytes
+    latency_ms: float
+
+
+@dataclass(slots=True)
+class UpstreamStream:
+    status: int
+    headers: dict[str, str]
+    chunks: AsyncIterator[bytes]
+    started: float
+    error_body: bytes = b""
+
+
+def new_http_client(max_connections: int = 512) -> httpx.AsyncClient:
+    # Timeouts are per request (from the deployment); the pool is shared by all upstreams.
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=max_connections,
+                            max_keepalive_connections=max_connections),
+        timeout=httpx.Timeout(600.0, connect=10.0),
+        follow_redirects=False,
+    )
+
+
+@dataclass
+class HttpUpstream:
+    """One OpenAI-compatible endpoint.
+
+    `model` (if set) replaces the client's model name in the forwarded body, e.g. the
+    config alias `fast` -> provider model `gpt-4o-mini`.
+    """
+
+    client: httpx.AsyncClient
+    base_url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    model: str | None = None
+    timeout: float = 600.0
+    azure_api_version: str | None = None
+
+    def url(self, path: str, body: Mapping[str, Any]) -> str:
+        base = self.base_url.rstrip("/")
+        if self.azure_api_version:
+            deployment = self.model or body.get("model", "")
+            return (f"{base}/openai/deployments/{deployment}{path}"
+                    f"?api-version={self.azure_api_version}")
+        return base + path
+
+    def _prepare(self, path: str, body: dict[str, Any]) -> tuple[str, bytes, dict[str, str]]:
+        if self.model:
+            body = {**body, "model": self.model}
+        headers = {"content-type": "application/json", "accept": "application/json", **self.headers}
+        return self.url(path, body), orjson.dumps(body), headers
+
+    def _timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0))
+
+    def _fail(self, exc: httpx.HTTPError) -> APIError:
+        if isinstance(exc, httpx.TimeoutException):
+            return APIError(504, f"upstream {self.base_url} timed out after {self.timeout:g}s",
+                            "upstream_timeout", "upstream_timeout")
+        return APIError(502, f"upstream {self.base_url} unreachable: {type(exc).__name__}",
+                        "upstream_error", "upstream_unreachable")
+
+    async def post(self, path: str, body: dict[str, Any]) -> UpstreamReply:
+        url, content, headers = self._prepare(path, body)
+        started = time.perf_counter()
+        try:
+            response = await self.client.post(url, content=content, headers=headers,
+                                              timeout=self._timeout())
+        except httpx.HTTPError as exc:
+            raise self._fail(exc) from None
+        return UpstreamReply(response.status_code, _pick_headers(response.headers),
+                             response.content, (time.perf_counter() - started) * 1000)
+
+    @asynccontextmanager
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[UpstreamStream]:
+        """Yields once headers arrive. Errors before that raise APIError; errors while
+        iterating `chunks` surface as httpx exceptions to the consumer."""
+        url, content, headers = self._prepare(path, body)
+        headers["accept"] = "text/event-stream"
+        started = time.perf_counter()
+        request = self.client.build_request("POST", url, content=content, headers=headers,
+                                            timeout=self._timeout())
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._fail(exc) from None
+        try:
+            error_body = b""
+            if response.status_code != 200:
+                try:
+                    error_body = await response.aread()
+                except httpx.HTTPError as exc:
+                    raise self._fail(exc) from None
+            yield UpstreamStream(response.status_code, _pick_headers(response.headers),
+                                 response.aiter_raw(), started, error_body)
+        finally:
+            await response.aclose()
+
+
+def _pick_headers(headers: httpx.Headers) -> dict[str, str]:
+    out = {name: headers[name] for name in _FORWARDED_RESPONSE_HEADERS if name in headers}
+    out["content-type"] = headers.get("content-type", "application/json")
+    return out
+
+
+class Router:
+    """Public model name -> its deployments, round-robin."""
+
+    def __init__(self, deployments: Mapping[str, list[HttpUpstream]]):
+        self._deployments = dict(deployments)
+        self._cycles = {name: itertools.cycle(items) for name, items in self._deployments.items()}
+
+    def resolve(self, model: str) -> HttpUpstream | None:
+        cycle = self._cycles.get(model)
+        return next(cycle) if cycle is not None else None
+
+    def models(self) -> list[str]:
+        return list(self._deployments)

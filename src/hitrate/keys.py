@@ -1,0 +1,111 @@
+"""Request -> canonical form -> cache key.
+
+The key covers everything that can change the answer and nothing that cannot.
+We include every field of the request body except an explicit exclude list, so an
+unknown parameter that changes the output (a new OpenAI knob, a vLLM extra) splits
+the cache instead of serving a wrong answer: a miss only costs money.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+import orjson
+
+# Fields that never change the generated answer (transport, bookkeeping, our own controls).
+EXCLUDED_FIELDS = frozenset(
+    {
+        "stream",
+        "stream_options",
+        "user",
+        "metadata",
+        "cache",
+        "store",
+        "request_id",
+        "session_id",
+        "trace_id",
+        "litellm_session_id",
+        "litellm_call_id",
+        "service_tier",
+        "prompt_cache_key",
+        "safety_identifier",
+    }
+)
+
+KEY_VERSION = "v1"
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+def valid_namespace(namespace: str) -> bool:
+    return bool(_NAMESPACE_RE.match(namespace))
+
+
+def _normalize(value: Any) -> Any:
+    """Make equal requests spell the same: 1.0 == 1, 0.70 == 0.7, key order ignored."""
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(value)
+        return value
+    if isinstance(value, dict):
+        return {k: _normalize(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalize(v) for v in value]
+    return value
+
+
+def _normalize_message(message: Any) -> Any:
+    if not isinstance(message, dict):
+        return _normalize(message)
+    out = _normalize(message)
+    content = out.get("content")
+    # [{"type": "text", "text": "hi"}] and "hi" mean the same thing to every provider.
+    if (
+        isinstance(content, list)
+        and len(content) == 1
+        and isinstance(content[0], dict)
+        and content[0].get("type") == "text"
+        and set(content[0]) <= {"type", "text"}
+        and isinstance(content[0].get("text"), str)
+    ):
+        out["content"] = content[0]["text"]
+    return out
+
+
+def canonical_request(body: dict[str, Any]) -> dict[str, Any]:
+    """The part of a request body that decides the answer, normalized."""
+    canon: dict[str, Any] = {}
+    for field, value in body.items():
+        if field in EXCLUDED_FIELDS:
+            continue
+        if field == "messages" and isinstance(value, list):
+            canon[field] = [_normalize_message(m) for m in value]
+        else:
+            canon[field] = _normalize(value)
+    return canon
+
+
+def canonical_bytes(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+def digest(obj: Any) -> str:
+    return hashlib.blake2b(canonical_bytes(obj), digest_size=16).hexdigest()
+
+
+def make_key(kind: str, namespace: str, canonical: Any, scope: str = "") -> str:
+    """`hitrate:v1:<namespace>:<kind>:<digest>`.
+
+    The namespace is a readable prefix so that a namespace can be listed and deleted
+    with a prefix scan; `scope` (a tenant, later) is hashed in, never readable.
+    """
+    payload = canonical if not scope else {"scope": scope, "request": canonical}
+    return f"hitrate:{KEY_VERSION}:{namespace}:{kind}:{digest(payload)}"
+
+
+def namespace_prefix(namespace: str) -> str:
+    return f"hitrate:{KEY_VERSION}:{namespace}:"
+
+
+ALL_KEYS_PREFIX = "hitrate:"

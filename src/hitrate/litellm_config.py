@@ -1,0 +1,117 @@
+"""LiteLLM proxy `config.yaml` -> hitrate's native config dict.
+
+A LiteLLM user points hitrate at the file they already have. Settings that have no
+meaning for a cache (router retries, callbacks, budgets, ...) are ignored; settings
+that would silently change behaviour if ignored (an unsupported provider or cache
+type) are errors that name the field.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger("hitrate.config")
+
+# LiteLLM provider prefix -> how we reach it. All of these speak the OpenAI wire format.
+_OPENAI_COMPATIBLE = {"openai", "hosted_vllm", "vllm", "openai_compatible", "custom_openai",
+                      "text-completion-openai", "lm_studio", "llamafile", "xinference"}
+_OLLAMA = {"ollama", "ollama_chat"}
+_CACHE_TYPES = {"local": "memory", "memory": "memory", "in-memory": "memory", "disk": "disk"}
+_CACHE_PARAMS = {"ttl", "namespace", "mode", "disk_cache_dir", "max_cache_size_mb",
+                 "max_entries", "type"}
+_IGNORED_CACHE_PARAMS = {"supported_call_types", "host", "port", "password"}
+
+
+def _field(i: int, name: str) -> str:
+    return f"model_list[{i}].litellm_params.{name}"
+
+
+def _convert_model(i: int, item: Any) -> dict[str, Any]:
+    from hitrate.config import ConfigError
+
+    if not isinstance(item, dict):
+        raise ConfigError(f"model_list[{i}]: must be a mapping")
+    name = item.get("model_name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"model_list[{i}].model_name: a model name is required")
+    params = item.get("litellm_params")
+    if not isinstance(params, dict):
+        raise ConfigError(f"model_list[{i}].litellm_params: required mapping")
+    target = params.get("model")
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"{_field(i, 'model')}: required, e.g. openai/gpt-4o-mini")
+    provider, _, upstream_model = target.partition("/")
+    if not upstream_model:
+        provider, upstream_model = "openai", target
+    out: dict[str, Any] = {"name": name, "model": upstream_model}
+    api_base = params.get("api_base") or params.get("base_url")
+    if provider in _OPENAI_COMPATIBLE:
+        if api_base:
+            out["api_base"] = api_base
+    elif provider == "azure":
+        if not api_base:
+            raise ConfigError(f"{_field(i, 'api_base')}: required for azure/ models")
+        out.update(provider="azure", api_base=api_base,
+                   api_version=params.get("api_version") or "2024-10-21")
+    elif provider in _OLLAMA:
+        out["api_base"] = (api_base or "http://localhost:11434").rstrip("/") + "/v1"
+    else:
+        raise ConfigError(
+            f"{_field(i, 'model')}: provider {provider!r} is not supported; hitrate forwards "
+            "to OpenAI-compatible endpoints (openai/, azure/, hosted_vllm/, ollama/)"
+        )
+    if params.get("api_key"):
+        out["api_key"] = params["api_key"]
+    timeout = params.get("timeout", params.get("request_timeout"))
+    if timeout is not None:
+        out["timeout"] = timeout
+    if isinstance(params.get("extra_headers"), dict):
+        out["headers"] = params["extra_headers"]
+    return out
+
+
+def _convert_cache(settings: dict[str, Any]) -> dict[str, Any]:
+    from hitrate.config import ConfigError
+
+    if not settings.get("cache"):
+        return {"enabled": False}
+    params = settings.get("cache_params") or {}
+    if not isinstance(params, dict):
+        raise ConfigError("litellm_settings.cache_params: must be a mapping")
+    kind = params.get("type", "local")
+    if kind not in _CACHE_TYPES:
+        raise ConfigError(
+            f"litellm_settings.cache_params.type: {kind!r} is not available in this version "
+            f"(use one of: {', '.join(sorted(_CACHE_TYPES))})"
+        )
+    out: dict[str, Any] = {"enabled": True, "type": _CACHE_TYPES[kind]}
+    for name in _CACHE_PARAMS - {"type"}:
+        if params.get(name) is not None:
+            out[name] = params[name]
+    ignored = set(params) - _CACHE_PARAMS - _IGNORED_CACHE_PARAMS
+    if ignored:
+        log.warning("ignoring LiteLLM cache_params with no effect here: %s",
+                    ", ".join(sorted(ignored)))
+    return out
+
+
+def convert(data: dict[str, Any]) -> dict[str, Any]:
+    from hitrate.config import ConfigError
+
+    model_list = data.get("model_list") or []
+    if not isinstance(model_list, list):
+        raise ConfigError("model_list: must be a list")
+    settings = data.get("litellm_settings") or {}
+    general = data.get("general_settings") or {}
+    if not isinstance(settings, dict):
+        raise ConfigError("litellm_settings: must be a mapping")
+    if not isinstance(general, dict):
+        raise ConfigError("general_settings: must be a mapping")
+    out: dict[str, Any] = {
+        "models": [_convert_model(i, item) for i, item in enumerate(model_list)],
+        "cache": _convert_cache(settings),
+    }
+    if general.get("master_key"):
+        out["master_key"] = general["master_key"]
+    return out

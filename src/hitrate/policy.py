@@ -1,0 +1,104 @@
+"""May this response be stored? May this stored entry be served?
+
+One function per kind answers both questions: the same rules run before a store and
+again after a read, so an entry written by an older, laxer version (or damaged in a
+way the checksum missed) is never served.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+UNCACHEABLE_FINISH_REASONS = frozenset({"length", "content_filter"})
+
+
+def wants_json(request: dict[str, Any]) -> bool:
+    response_format = request.get("response_format")
+    return isinstance(response_format, dict) and response_format.get("type") in (
+        "json_object",
+        "json_schema",
+    )
+
+
+def _is_json(text: str) -> bool:
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def chat_rejection(request: dict[str, Any], response: Any) -> str | None:
+    """None if this chat completion may be cached, else the reason it may not."""
+    if not isinstance(response, dict) or "error" in response:
+        return "error"
+    choices = response.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return "no_choices"
+    json_mode = wants_json(request)
+    for choice in choices:
+        if not isinstance(choice, dict):
+            return "malformed"
+        finish = choice.get("finish_reason")
+        if finish in UNCACHEABLE_FINISH_REASONS:
+            return f"finish_reason_{finish}"
+        if finish is None:
+            return "unfinished"
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            return "malformed"
+        content = message.get("content")
+        has_call = bool(message.get("tool_calls")) or bool(message.get("function_call"))
+        has_text = isinstance(content, str) and content.strip() != ""
+        if not has_text and not has_call:
+            return "empty"
+        if json_mode and not has_call and not _is_json(content):
+            return "invalid_json"
+    return None
+
+
+def completion_rejection(request: dict[str, Any], response: Any) -> str | None:
+    """Same rules for the legacy /v1/completions shape (`choices[].text`)."""
+    if not isinstance(response, dict) or "error" in response:
+        return "error"
+    choices = response.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return "no_choices"
+    for choice in choices:
+        if not isinstance(choice, dict):
+            return "malformed"
+        finish = choice.get("finish_reason")
+        if finish in UNCACHEABLE_FINISH_REASONS:
+            return f"finish_reason_{finish}"
+        if finish is None:
+            return "unfinished"
+        text = choice.get("text")
+        if not isinstance(text, str) or text.strip() == "":
+            return "empty"
+    return None
+
+
+def embedding_rejection(item: Any) -> str | None:
+    """A stored embedding item: {"embedding": list[float] | base64 str, "tokens": int}."""
+    if not isinstance(item, dict):
+        return "malformed"
+    vector = item.get("embedding")
+    if isinstance(vector, list):
+        if not vector or not all(isinstance(x, int | float) for x in vector[:4]):
+            return "empty"
+        return None
+    if isinstance(vector, str) and vector:
+        return None
+    return "empty"
+
+
+def rejection(kind: str, request: dict[str, Any], response: Any) -> str | None:
+    if kind == "chat":
+        return chat_rejection(request, response)
+    if kind == "completion":
+        return completion_rejection(request, response)
+    if kind == "embedding":
+        return embedding_rejection(response)
+    return "unknown_kind"

@@ -1,0 +1,64 @@
+"""Running ASGI apps with uvicorn: in the foreground (`hitrate serve`) or on a
+background thread with an ephemeral port (demo, tests, benchmarks)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+
+def uvicorn_config(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.Config:
+    # uvloop + httptools: the fastest pairing measured (see benchmarks/gateway.py).
+    options: dict[str, Any] = {"loop": "uvloop", "http": "httptools", "log_level": "warning",
+                               "access_log": False, "lifespan": "on",
+                               "timeout_graceful_shutdown": 5}
+    options.update(overrides)
+    return uvicorn.Config(app, host=host, port=port, **options)
+
+
+def serve(app: Any, host: str, port: int) -> None:
+    uvicorn.Server(uvicorn_config(app, host, port)).run()
+
+
+class BackgroundServer:
+    """`with BackgroundServer(app) as server: server.url` - a real server on 127.0.0.1."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, **overrides: Any):
+        self.server = uvicorn.Server(uvicorn_config(app, host, port, **overrides))
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.host = host
+        self.port = port
+        self._thread = threading.Thread(target=self._run, daemon=True, name="hitrate-server")
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _run(self) -> None:
+        self.server.run()
+
+    def start(self, timeout: float = 20.0) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("server failed to start")
+            time.sleep(0.005)
+        sockets = self.server.servers[0].sockets
+        self.port = sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

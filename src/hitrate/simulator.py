@@ -1,0 +1,256 @@
+"""A simulated OpenAI-compatible upstream: realistic latency, deterministic answers.
+
+Used by `hitrate demo` (no network, no API key), by the test suite as the fake
+provider, and by the benchmarks. It speaks the OpenAI wire format for chat,
+completions (both also as SSE streams), embeddings and models.
+
+Every answer carries a call number ("#7"), so a client can tell a fresh answer from
+a cached one. Markers in the last user message trigger the awkward cases tests need:
+`[[length]]`, `[[filter]]`, `[[empty]]`, `[[error:CODE]]`, `[[slow:SECONDS]]`,
+`[[break]]` (stream dies before it ends), `[[badjson]]` (invalid JSON in JSON mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import random
+import re
+import struct
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+_MARKER = re.compile(r"\[\[(\w+)(?::([\w.]+))?\]\]")
+EMBEDDING_DIM = 16
+
+
+@dataclass
+class SimulatorState:
+    latency: tuple[float, float] = (0.0, 0.0)  # seconds, uniform in [lo, hi]
+    calls: Counter[str] = field(default_factory=Counter)
+    embedding_inputs: int = 0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        self.random = random.Random(self.seed)
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.embedding_inputs = 0
+        self.requests.clear()
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status, media_type="application/json")
+
+
+def _markers(text: str) -> dict[str, str]:
+    return {m.group(1): m.group(2) or "" for m in _MARKER.finditer(text)}
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return content or ""
+    return ""
+
+
+def _words(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+def _vector(text: str) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest()
+    raw = [b / 255.0 - 0.5 for b in digest[:EMBEDDING_DIM]]
+    norm = sum(x * x for x in raw) ** 0.5 or 1.0
+    return [round(x / norm, 6) for x in raw]
+
+
+def create_simulator(state: SimulatorState | None = None) -> Starlette:
+    state = state or SimulatorState()
+
+    async def delay(markers: dict[str, str]) -> None:
+        lo, hi = state.latency
+        seconds = float(markers["slow"]) if "slow" in markers else state.random.uniform(lo, hi)
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+    def answer(kind: str, body: dict[str, Any], number: int) -> tuple[dict[str, Any], dict]:
+        if kind == "chat":
+            prompt = _last_user_text(body.get("messages") or [])
+        else:
+            prompt = body.get("prompt") if isinstance(body.get("prompt"), str) else str(body.get("prompt"))
+        markers = _markers(prompt)
+        finish = "stop"
+        content: str | None = f"Answer #{number} to: {prompt}"
+        if body.get("response_format", {}).get("type") in ("json_object", "json_schema"):
+            content = orjson.dumps({"answer": number, "prompt": prompt}).decode()
+            if "badjson" in markers:
+                content = '{"answer": ' + str(number)
+        if "length" in markers:
+            finish = "length"
+        if "filter" in markers:
+            finish, content = "content_filter", ""
+        if "empty" in markers:
+            content = ""
+        n = body.get("n") or 1
+        choices = []
+        for index in range(n):
+            text = content if n == 1 else f"{content} (choice {index})"
+            if kind == "chat":
+                message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+                if body.get("tools"):
+                    tool = body["tools"][0]["function"]["name"]
+                    message = {"role": "assistant", "content": None, "tool_calls": [{
+                        "id": f"call_{number}_{index}", "type": "function",
+                        "function": {"name": tool, "arguments": orjson.dumps(
+                            {"query": prompt, "n": number}).decode()}}]}
+                    finish = "tool_calls" if finish == "stop" else finish
+                choices.append({"index": index, "message": message, "logprobs": None,
+                                "finish_reason": finish})
+            else:
+                choices.append({"index": index, "text": text, "logprobs": None,
+                                "finish_reason": finish})
+        usage = {"prompt_tokens": _words(prompt) + 8,
+                 "completion_tokens": _words(content or "x") * n,
+                 "total_tokens": _words(prompt) + 8 + _words(content or "x") * n}
+        response = {"id": f"sim-{number}", "object": "chat.completion" if kind == "chat"
+                    else "text_completion", "created": int(time.time()),
+                    "model": body.get("model", ""), "system_fingerprint": "fp_sim",
+                    "choices": choices, "usage": usage}
+        return response, markers
+
+    async def generate(request: Request, kind: str) -> Response:
+        body = await request.json()
+        state.calls[kind] += 1
+        number = sum(state.calls.values())
+        state.requests.append(body)
+        response, markers = answer(kind, body, number)
+        if "error" in markers:
+            status = int(markers["error"] or 500)
+            await delay({})
+            return _json({"error": {"message": f"simulated upstream error {status}",
+                                    "type": "server_error", "param": None, "code": "simulated"}},
+                         status)
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(stream(kind, response, markers, include_usage),
+                                     media_type="text/event-stream")
+        await delay(markers)
+        return _json(response)
+
+    async def stream(kind: str, response: dict[str, Any], markers: dict[str, str],
+                     include_usage: bool) -> AsyncIterator[bytes]:
+        await delay(markers)
+        base = {k: response[k] for k in ("id", "created", "model", "system_fingerprint")}
+        base["object"] = "chat.completion.chunk" if kind == "chat" else "text_completion"
+        for choice in response["choices"]:
+            index = choice["index"]
+            if kind == "chat":
+                message = choice["message"]
+                yield _event({**base, "choices": [{"index": index, "delta": {
+                    "role": "assistant", "content": "" if message.get("content") is not None
+                    else None}, "logprobs": None, "finish_reason": None}]})
+                if message.get("tool_calls"):
+                    call = message["tool_calls"][0]
+                    args = call["function"]["arguments"]
+                    yield _event({**base, "choices": [{"index": index, "delta": {"tool_calls": [{
+                        "index": 0, "id": call["id"], "type": "function",
+                        "function": {"name": call["function"]["name"], "arguments": ""}}]},
+                        "logprobs": None, "finish_reason": None}]})
+                    for part in (args[: len(args) // 2], args[len(args) // 2:]):
+                        yield _event({**base, "choices": [{"index": index, "delta": {
+                            "tool_calls": [{"index": 0, "function": {"arguments": part}}]},
+                            "logprobs": None, "finish_reason": None}]})
+                pieces = re.findall(r"\S+\s*", message.get("content") or "")
+            else:
+                pieces = re.findall(r"\S+\s*", choice["text"])
+            for i, piece in enumerate(pieces):
+                if "break" in markers and i == len(pieces) // 2:
+                    raise ConnectionError("simulated broken stream")
+                if kind == "chat":
+                    delta = {"index": index, "delta": {"content": piece}, "logprobs": None,
+                             "finish_reason": None}
+                else:
+                    delta = {"index": index, "text": piece, "logprobs": None,
+                             "finish_reason": None}
+                yield _event({**base, "choices": [delta]})
+                await asyncio.sleep(0)
+            last = {"index": index, "logprobs": None, "finish_reason": choice["finish_reason"]}
+            if kind == "chat":
+                last["delta"] = {}
+            else:
+                last["text"] = ""
+            yield _event({**base, "choices": [last]})
+        if include_usage:
+            yield _event({**base, "choices": [], "usage": response["usage"]})
+        yield b"data: [DONE]\n\n"
+
+    async def chat(request: Request) -> Response:
+        return await generate(request, "chat")
+
+    async def completions(request: Request) -> Response:
+        return await generate(request, "completion")
+
+    async def embeddings(request: Request) -> Response:
+        body = await request.json()
+        state.calls["embedding"] += 1
+        state.requests.append(body)
+        value = body["input"]
+        items = [value] if isinstance(value, str) or (value and isinstance(value[0], int)) \
+            else value
+        state.embedding_inputs += len(items)
+        await delay({})
+        data = []
+        tokens = 0
+        for index, item in enumerate(items):
+            text = item if isinstance(item, str) else " ".join(map(str, item))
+            tokens += _words(text)
+            vector = _vector(text)
+            embedding: Any = vector
+            if body.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        return _json({"object": "list", "data": data, "model": body.get("model", ""),
+                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def models(request: Request) -> Response:
+        return _json({"object": "list", "data": [{"id": "sim-model", "object": "model",
+                                                  "created": 0, "owned_by": "simulator"}]})
+
+    async def stats(request: Request) -> Response:
+        return _json({"calls": dict(state.calls), "total": sum(state.calls.values()),
+                      "embedding_inputs": state.embedding_inputs})
+
+    async def reset(request: Request) -> Response:
+        state.reset()
+        return _json({"ok": True})
+
+    app = Starlette(routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/_stats", stats, methods=["GET"]),
+        Route("/_reset", reset, methods=["POST"]),
+    ])
+    app.state.simulator = state
+    return app
+
+
+def _event(obj: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
