@@ -73,11 +73,15 @@ class CacheStats:
 
 
 class ResponseCache:
-    """Exact-match response cache over one byte store."""
+    """Exact-match response cache over one byte store (process memory by default).
+
+    `ttl` is the default storage TTL in seconds (None: keep until evicted);
+    `mode="default_off"` caches only requests that send `use-cache: true`.
+    """
 
     def __init__(
         self,
-        store: ByteStore,
+        store: ByteStore | None = None,
         *,
         ttl: float | None = None,
         namespace: str = "default",
@@ -86,6 +90,10 @@ class ResponseCache:
     ):
         if not keys.valid_namespace(namespace):
             raise ValueError(f"invalid namespace {namespace!r}")
+        if store is None:
+            from hitrate.stores.memory import MemoryStore
+
+            store = MemoryStore()
         self.store = store
         self.default_ttl = ttl
         self.namespace = namespace

@@ -180,25 +180,30 @@ class CachingProxy:
             with contextlib.suppress(Exception):
                 await manager.__aexit__(None, None, None)
 
+        async def settle(capture: StreamCapture) -> None:
+            assert cache is not None and plan is not None
+            entry = None
+            if capture.complete:
+                latency = (time.perf_counter() - up.started) * 1000
+                entry = Entry(plan.key, kind, capture.response(), upstream_latency_ms=latency,
+                              model=body["model"])
+            await cache.finish(plan, flight, entry)
+
         async def relay() -> AsyncIterator[bytes]:
-            capture = StreamCapture(kind) if plan is not None else None
+            capture = StreamCapture(kind) if plan is not None and cache is not None else None
             try:
-                try:
-                    async for chunk in up.chunks:
-                        if capture is not None:
-                            capture.feed(chunk)
-                        yield chunk
-                except httpx.HTTPError as exc:
-                    # Headers are gone already; tell the client in-band, store nothing.
-                    yield _error_event(f"upstream stream broke: {type(exc).__name__}")
-                    return
-                if cache is not None and plan is not None and capture is not None:
-                    entry = None
-                    if capture.complete:
-                        latency = (time.perf_counter() - up.started) * 1000
-                        entry = Entry(plan.key, kind, capture.response(),
-                                      upstream_latency_ms=latency, model=body["model"])
-                    await cache.finish(plan, flight, entry)
+                async for chunk in up.chunks:
+                    if capture is not None:
+                        capture.feed(chunk)
+                        if capture.done:
+                            # Store before the last bytes go out: clients often stop
+                            # reading at [DONE] and close, which would end us here.
+                            await settle(capture)
+                            capture = None
+                    yield chunk
+            except httpx.HTTPError as exc:
+                # Headers are gone already; tell the client in-band, store nothing.
+                yield _error_event(f"upstream stream broke: {type(exc).__name__}")
             finally:
                 await close()
 

@@ -61,6 +61,7 @@ class HttpUpstream:
     model: str | None = None
     timeout: float = 600.0
     azure_api_version: str | None = None
+    query: str = ""
 
     def url(self, path: str, body: Mapping[str, Any]) -> str:
         base = self.base_url.rstrip("/")
@@ -68,7 +69,7 @@ class HttpUpstream:
             deployment = self.model or body.get("model", "")
             return (f"{base}/openai/deployments/{deployment}{path}"
                     f"?api-version={self.azure_api_version}")
-        return base + path
+        return f"{base}{path}?{self.query}" if self.query else base + path
 
     def _prepare(self, path: str, body: dict[str, Any]) -> tuple[str, bytes, dict[str, str]]:
         if self.model:
