@@ -401,7 +401,9 @@ def load_python(procs: Processes, port: int, seconds: float) -> dict[str, Any]:
     if proc.wait(seconds + 60) != 0:
         raise RuntimeError(f"load generator failed:\n{procs.log_tail(proc)}")
     result = json.loads(procs.log_tail(proc).strip().splitlines()[-1])
-    return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
+    result = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
+    result["rps"] = round(result["rps"])
+    return result
 
 
 def measure_throughput(procs: Processes, port: int, upstream_port: int, seconds: float,

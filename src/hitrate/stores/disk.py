@@ -29,7 +29,6 @@ CREATE TABLE IF NOT EXISTS entries (
     stored_at REAL NOT NULL,
     size INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS entries_stored_at ON entries(stored_at);
 CREATE INDEX IF NOT EXISTS entries_expires_at ON entries(expires_at);
 """
 
@@ -120,22 +119,24 @@ class DiskStore(ByteStore):
             self._bytes -= row[1]
 
     def _evict(self) -> None:
-        """Drop the least recently stored rows until we are 10% under the limit."""
+        """Drop the least recently stored rows (rowid order) until 10% under the limit."""
         assert self._db is not None
         target = int(self.max_bytes * 0.9)
         while self._bytes > target:
             rows = self._db.execute(
-                "SELECT key, size FROM entries ORDER BY stored_at LIMIT 256"
+                "SELECT key, size FROM entries ORDER BY rowid LIMIT 256"
             ).fetchall()
             if not rows:
                 break
-            self._db.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k, _ in rows])
-            for _, size in rows:
+            victims = []
+            for key, size in rows:
+                if self._bytes <= target:
+                    break
+                victims.append((key,))
                 self._bytes -= size
                 self._stats.entries -= 1
                 self._stats.evictions += 1
-                if self._bytes <= target:
-                    break
+            self._db.executemany("DELETE FROM entries WHERE key = ?", victims)
 
     def _delete_sync(self, keys: Sequence[str]) -> int:
         assert self._db is not None
