@@ -87,7 +87,7 @@ def test_tool_calls_are_cached(client, upstream):
 
 
 def test_streamed_tool_calls_are_reassembled_and_cached(client, upstream):
-    _, _, chunks = stream_text(client, "stream tools", tools=TOOLS)
+    stream_text(client, "stream tools", tools=TOOLS)
     headers, plain = ask(client, "stream tools", tools=TOOLS)
     assert headers["x-hitrate-cache"] == "hit"
     call = plain.choices[0].message.tool_calls[0]

@@ -104,7 +104,7 @@ def _async_transport(hx: Any, core: _Core) -> Any:
     return AsyncCachingTransport()
 
 
-def _AsyncBody(hx: Any, response: ProxyResponse) -> Any:  # noqa: N802 - a class factory
+def _AsyncBody(hx: Any, response: ProxyResponse) -> Any:
     class AsyncBody(hx.AsyncByteStream):
         async def __aiter__(self) -> AsyncIterator[bytes]:
             assert response.stream is not None

@@ -120,9 +120,6 @@ def parse_config(data: Any) -> Config:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc)) from None
-    names = [m.name for m in config.models]
-    if not names and "models" in data:
-        raise ConfigError("models: at least one model is needed")
     return config
 
 
@@ -141,5 +138,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{file} is not valid YAML{where}") from None
+        problem = getattr(exc, "problem", None)
+        raise ConfigError(f"{file} is not valid YAML{where}" + (f": {problem}" if problem else "")
+                          ) from None
     return parse_config(data)

@@ -111,7 +111,8 @@ def _workload(client, state, gateway_url: str) -> list[Step]:
         def run() -> str:
             raw = client.embeddings.with_raw_response.create(model="gpt-4o-mini", input=texts)
             raw.parse()
-            return f"{raw.headers.get('x-hitrate-cache')} ({raw.headers.get('x-hitrate-cache-items-hit')} cached)"
+            items = raw.headers.get("x-hitrate-cache-items-hit")
+            return f"{raw.headers.get('x-hitrate-cache')} ({items} cached)"
         return run
 
     record("embed 2 texts", embed(["apples", "pears"]))

@@ -1,0 +1,3 @@
+from hitrate.cli import main
+
+main()
