@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh test
+bash scripts/test_deps.sh
 .venv/bin/ruff check src tests benchmarks
 set +e
 .venv/bin/python -m pytest "$@"

@@ -66,6 +66,15 @@ class ByteStore(ABC):
             removed += bool(await self.delete(key))
         return removed
 
+    async def ping(self) -> bool:
+        """Admin health check: True if the backend answers. Embedded stores always do."""
+        return True
+
+    def circuit_state(self) -> str | None:
+        """"closed" | "open" | "half_open" for stores behind a circuit breaker, else None.
+        Read by metrics and the admin API; must not do I/O."""
+        return None
+
     def stats(self) -> StoreStats:
         """Cheap, in-process counters; no I/O."""
         return StoreStats()
