@@ -143,3 +143,31 @@ def test_master_key_is_required_when_configured(make_gateway, upstream):
     assert headers["x-hitrate-cache"] == "miss"
     # the client's key is not forwarded; the upstream gets its own
     assert upstream.calls() == 1
+
+
+def test_upstream_cookies_are_not_shared_between_clients(make_gateway, upstream):
+    """The upstream pool is shared: a Set-Cookie for one request must not reach others."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from hitrate.serving import BackgroundServer
+
+    seen: list[str | None] = []
+
+    async def chat(request):
+        seen.append(request.headers.get("cookie"))
+        response = JSONResponse({"id": "x", "object": "chat.completion", "created": 0,
+                                 "model": "m", "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": "ok"}}]})
+        response.set_cookie("session", "secret-of-first-client")
+        return response
+
+    with BackgroundServer(Starlette(routes=[Route("/v1/chat/completions", chat,
+                                                  methods=["POST"])])) as cookie_upstream:
+        gw = make_gateway(models=[{"name": "gpt-test", "api_base": cookie_upstream.url + "/v1"}],
+                          cache={"enabled": False})
+        for text in ("first", "second"):
+            assert gw.post(CHAT, json={**GOOD, "messages": [
+                {"role": "user", "content": text}]}).status_code == 200
+    assert seen == [None, None]

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -37,9 +38,21 @@ class UpstreamStream:
     error_body: bytes = b""
 
 
+class _NoCookies(DefaultCookiePolicy):
+    """The pool is shared by every client of the gateway: a cookie an upstream sets for
+    one request must never ride along on another client's request."""
+
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+
 def new_http_client(max_connections: int = 512) -> httpx.AsyncClient:
     # Timeouts are per request (from the deployment); the pool is shared by all upstreams.
     return httpx.AsyncClient(
+        cookies=CookieJar(policy=_NoCookies()),
         limits=httpx.Limits(max_connections=max_connections,
                             max_keepalive_connections=max_connections),
         timeout=httpx.Timeout(600.0, connect=10.0),
