@@ -67,11 +67,37 @@ class ServerConfig(_Section):
     port: int = Field(default=4000, ge=0, le=65535)
 
 
+# -- KV cache (issue 6) ----------------------------------------------------------------
+
+
+class KVConfig(_Section):
+    """KV cache tiers for self-hosted models (`hitrate.kv`). Each field can also be set
+    by an environment variable, which wins over the file: HITRATE_KV_<FIELD upper>."""
+
+    chunk_size: int = Field(default=256, gt=0, le=65536, description="tokens per chunk")
+    store_partial: bool = True  # also store a prompt's final, shorter chunk
+    gpu_size_mb: float = Field(default=0, ge=0, description="GPU tier (CUDA hosts); 0 = off")
+    cpu_size_mb: float = Field(default=2048, ge=0, description="CPU memory tier; 0 = off")
+    disk_dir: str | None = None  # local disk tier (SQLite, a DiskStore); none = off
+    disk_size_mb: float = Field(default=16384, gt=0)
+    remote_url: str | None = None  # redis://host:port/db, rediss://..., s3://bucket/prefix
+    remote_ttl: float | None = Field(default=None, gt=0, description="seconds; none = no expiry")
+    remote_timeout: float = Field(default=10.0, gt=0, description="per remote operation (s)")
+
+    @field_validator("remote_url")
+    @classmethod
+    def _remote(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://", "s3://")):
+            raise ValueError("use redis://, rediss://, unix:// or s3://")
+        return value or None
+
+
 class Config(_Section):
     models: list[ModelConfig] = Field(default_factory=list)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     master_key: str | None = None
+    kv: KVConfig = Field(default_factory=KVConfig)
 
 
 # -- loading ------------------------------------------------------------------------

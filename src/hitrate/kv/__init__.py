@@ -1,0 +1,24 @@
+"""hitrate's KV cache for self-hosted models (LMCache-like).
+
+Attention key/value tensors of prompt chunks are stored in tiers (GPU, CPU memory,
+local disk, Redis / S3 through the shared byte stores), so a later prompt that repeats
+a long prefix skips most of its prefill.
+
+    from hitrate.kv import hf
+    engine = hf.make_engine(model, model_id="my-model@rev")   # tiers from kv config/env
+    out = hf.generate(model, tokenizer, prompt, engine, max_new_tokens=32)
+
+Modules: chunking (keys), codec (chunk format), tiers, engine, settings, hf
+(transformers), vllm_connector (vLLM v1 KV connector), cli (`hitrate kv ...`).
+torch is imported only where tensors are touched, so these imports stay light.
+"""
+
+from __future__ import annotations
+
+from hitrate.kv.chunking import ChunkKeyer, KVNamespace
+from hitrate.kv.engine import KVEngine, KVHit
+from hitrate.kv.settings import build_tiers, resolve_settings
+from hitrate.kv.tiers import CPUTier, GPUTier, KVTier, StoreTier
+
+__all__ = ["CPUTier", "ChunkKeyer", "GPUTier", "KVEngine", "KVHit", "KVNamespace", "KVTier",
+           "StoreTier", "build_tiers", "resolve_settings"]

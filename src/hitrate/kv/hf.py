@@ -1,0 +1,187 @@
+"""HuggingFace transformers integration: generation that reuses cached prompt KV.
+
+    engine = hitrate.kv.hf.make_engine(model, model_id="my-llama@rev")
+    out = hitrate.kv.hf.generate(model, tokenizer, prompt, engine, max_new_tokens=64)
+
+Works for decoder models whose cache is a standard `DynamicCache` made only of full
+attention layers (Llama, Mistral, Qwen2, ... ; batch size 1). The prompt's longest
+cached prefix is loaded into a `DynamicCache` (`DynamicCache(ddp_cache_data=[(k, v),
+...], config=cfg)`), only the rest of the prompt is prefilled, and afterwards the new
+prompt chunks are stored (write-behind). A full-prompt hit still recomputes the last
+prompt token: its logits are needed to sample the first new token.
+
+Chunk layout "hf:L2HTD": one tensor per chunk, [layers, 2 (key, value), kv heads,
+tokens, head dim], batch dimension dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hitrate.kv.chunking import KVNamespace
+from hitrate.kv.engine import KVEngine
+
+if TYPE_CHECKING:
+    import torch
+
+LAYOUT = "hf:L2HTD"
+TOKEN_AXIS = 3
+
+
+def model_fingerprint(model: Any) -> str:
+    """A model identity for the namespace: name/revision when the model came from a
+    checkpoint, plus a digest of its config and a sample of its weights, so two
+    different random-weight models never share chunks."""
+    config = model.config
+    h = hashlib.blake2b(config.to_json_string(use_diff=False).encode(), digest_size=8)
+    params = list(model.named_parameters())
+    for name, param in params[:2] + params[-2:]:
+        flat = param.detach().reshape(-1)[:1024].float().cpu()
+        h.update(name.encode())
+        h.update(flat.numpy().tobytes())
+    name = getattr(config, "_name_or_path", "") or "local"
+    revision = getattr(config, "_commit_hash", None)
+    return f"{name}@{revision or ''}#{h.hexdigest()}"
+
+
+def namespace_for(model: Any, *, model_id: str | None = None, tp_rank: int = 0,
+                  tp_size: int = 1) -> KVNamespace:
+    dtype = str(model.dtype).removeprefix("torch.")
+    return KVNamespace(model=model_id or model_fingerprint(model), dtype=dtype, layout=LAYOUT,
+                       tp_rank=tp_rank, tp_size=tp_size)
+
+
+def make_engine(model: Any, tiers: Any = None, *, model_id: str | None = None,
+                settings: Any = None, **engine_kwargs: Any) -> KVEngine:
+    """An engine for `model`: tiers given explicitly, or built from `settings` (a
+    `hitrate.config.KVConfig`; default: the `HITRATE_KV_*` environment variables)."""
+    from hitrate.kv.settings import build_tiers, resolve_settings
+
+    namespace = namespace_for(model, model_id=model_id)
+    if tiers is None:
+        settings = resolve_settings(settings)
+        tiers = build_tiers(settings)
+        engine_kwargs.setdefault("chunk_size", settings.chunk_size)
+        engine_kwargs.setdefault("store_partial", settings.store_partial)
+    return KVEngine(namespace, tiers, token_axis=TOKEN_AXIS, **engine_kwargs)
+
+
+def _check_engine(model: Any, engine: KVEngine) -> None:
+    if engine.namespace.layout != LAYOUT:
+        raise ValueError(f"engine layout is {engine.namespace.layout}, HF needs {LAYOUT}")
+    dtype = str(model.dtype).removeprefix("torch.")
+    if engine.namespace.dtype != dtype:
+        raise ValueError(f"engine holds {engine.namespace.dtype} KV, the model runs in {dtype}")
+
+
+def cache_from_kv(kv: torch.Tensor | None, config: Any):
+    """A `DynamicCache` holding `kv` ([L, 2, H, T, D]), or an empty one for None."""
+    from transformers import DynamicCache
+
+    if kv is None:
+        return DynamicCache(config=config)
+    data = [(kv[layer, 0].unsqueeze(0), kv[layer, 1].unsqueeze(0)) for layer in range(kv.shape[0])]
+    return DynamicCache(ddp_cache_data=data, config=config)
+
+
+def kv_slicer(cache: Any):
+    """fn(start, end) -> [L, 2, H, end-start, D] chunk tensor read from a DynamicCache."""
+    import torch
+
+    layers = list(cache.layers)
+    for layer in layers:
+        if type(layer).__name__ != "DynamicLayer":
+            raise ValueError(f"hitrate.kv.hf supports full-attention DynamicCache layers only, "
+                             f"not {type(layer).__name__}")
+
+    # Capture the tensors now: later decoding steps replace layer.keys with longer ones.
+    pairs = [(layer.keys, layer.values) for layer in layers]
+
+    def cut(start: int, end: int) -> torch.Tensor:
+        return torch.stack([torch.stack((k[0, :, start:end], v[0, :, start:end])) for k, v in pairs])
+
+    return cut
+
+
+def _ids(tokenizer: Any, prompt: Any) -> list[int]:
+    if tokenizer is None or not isinstance(prompt, str):
+        ids = prompt.tolist() if hasattr(prompt, "tolist") else list(prompt)
+        if ids and isinstance(ids[0], list):
+            if len(ids) != 1:
+                raise ValueError("hitrate.kv.hf handles one prompt at a time (batch size 1)")
+            ids = ids[0]
+        return [int(i) for i in ids]
+    return list(tokenizer(prompt, return_tensors=None)["input_ids"])
+
+
+@dataclass(slots=True)
+class Prefill:
+    logits: torch.Tensor  # logits of the last prompt position, [vocab]
+    cache: Any  # DynamicCache holding the whole prompt
+    prompt_tokens: int
+    cached_tokens: int  # tokens whose KV came from hitrate (never the last one)
+
+
+def prefill(model: Any, tokens: Any, engine: KVEngine | None, *, store: bool = True) -> Prefill:
+    """Prefills `tokens`, loading the longest cached prefix from `engine` first."""
+    import torch
+
+    ids = _ids(None, tokens)
+    if not ids:
+        raise ValueError("empty prompt")
+    cached = 0
+    kv = None
+    if engine is not None:
+        _check_engine(model, engine)
+        hit = engine.retrieve(ids)
+        cached = min(hit.num_tokens, len(ids) - 1)  # the last token is always recomputed
+        if cached > 0:
+            kv = hit.kv.narrow(TOKEN_AXIS, 0, cached).to(model.device)
+    cache = cache_from_kv(kv, model.config)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids[cached:]], device=model.device),
+                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+    if engine is not None and store:
+        engine.store(ids, kv_slicer(cache))
+    return Prefill(out.logits[0, -1], cache, len(ids), cached)
+
+
+@dataclass(slots=True)
+class Generation:
+    text: str | None  # decoded new tokens (None without a tokenizer)
+    tokens: list[int]  # new tokens only
+    prompt_tokens: int
+    cached_tokens: int
+    output: Any  # what model.generate returned
+
+
+def generate(model: Any, tokenizer: Any, prompt: Any, engine: KVEngine, *, store: bool = True,
+             **gen_kwargs: Any) -> Generation:
+    """`model.generate` with the prompt's cached prefix loaded from `engine`.
+
+    `prompt`: a string (needs `tokenizer`) or token ids. Keyword arguments go to
+    `model.generate` (max_new_tokens, do_sample, ...). The new prompt chunks are stored
+    after generation, without making the caller wait for the writes."""
+    import torch
+
+    _check_engine(model, engine)
+    ids = _ids(tokenizer, prompt)
+    if not ids:
+        raise ValueError("empty prompt")
+    hit = engine.retrieve(ids)
+    cached = min(hit.num_tokens, len(ids) - 1)
+    kv = hit.kv.narrow(TOKEN_AXIS, 0, cached).to(model.device) if cached > 0 else None
+    cache = cache_from_kv(kv, model.config)
+    input_ids = torch.tensor([ids], device=model.device)
+    with torch.no_grad():
+        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                past_key_values=cache, **gen_kwargs)
+    sequences = output.sequences if hasattr(output, "sequences") else output
+    new = sequences[0, len(ids):].tolist()
+    if store:
+        # The cache now also holds generated tokens; store the prompt's part only.
+        engine.store(ids, kv_slicer(cache))
+    text = tokenizer.decode(new, skip_special_tokens=True) if tokenizer is not None else None
+    return Generation(text, new, len(ids), cached, output)

@@ -1,0 +1,75 @@
+"""KV cache test fixtures: small random-weight Llama models built from a config (no
+download), and a real redis-server on an ephemeral port for the remote tier."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+VOCAB = 1024
+
+
+def tiny_llama(layers: int = 8, seed: int = 0, dtype: str = "float32"):
+    """Llama-style, GQA 8 query / 2 KV heads, head dim 64, random weights."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=512, intermediate_size=1024,
+                         num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=2,
+                         head_dim=64, max_position_embeddings=32768, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config).to(getattr(torch, dtype)).eval()
+    return model
+
+
+@pytest.fixture(scope="session")
+def llama():
+    pytest.importorskip("transformers")
+    return tiny_llama()
+
+
+def random_tokens(n: int, seed: int) -> list[int]:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, VOCAB, (n,), generator=g).tolist()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A private redis-server for the KV tests (skips where the binary is missing)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    pytest.importorskip("hitrate.stores.redis")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("kv-redis")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir),
+                             "--maxmemory", "512mb", "--maxmemory-policy", "allkeys-lru"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
