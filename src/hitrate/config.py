@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hitrate.keys import valid_namespace
 
@@ -92,11 +99,73 @@ class KVConfig(_Section):
         return value or None
 
 
+# -- keys, tenants, prices, metrics (issue 5) ------------------------------------------
+
+
+class VirtualKeyConfig(_Section):
+    key: str = Field(min_length=8, description="the API key clients send")
+    tenant: str = Field(description="cache entries are isolated per tenant")
+    shared: bool = Field(default=False, description="use the cross-tenant shared cache")
+    name: str | None = None
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        if not valid_namespace(value):
+            raise ValueError("use 1-128 letters, digits, '_', '.', '-'")
+        return value
+
+
+class ModelPriceConfig(_Section):
+    input_cost_per_token: float = Field(default=0.0, ge=0, le=0.01)
+    output_cost_per_token: float = Field(default=0.0, ge=0, le=0.01)
+    cached_input_cost_per_token: float | None = Field(default=None, ge=0, le=0.01)
+    max_input_tokens: int | None = Field(default=None, gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+
+
+class PriceRefreshConfig(_Section):
+    source: str = Field(min_length=1, description="URL (http/https) or file path")
+    max_age: float = Field(default=86400.0, gt=0, description="refetch when older (s)")
+    cache_file: str = ".hitrate/prices.json"
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class CostsConfig(_Section):
+    models: dict[str, ModelPriceConfig] = Field(default_factory=dict)
+    refresh: PriceRefreshConfig | None = None  # off by default: bundled snapshot only
+
+
+class MetricsConfig(_Section):
+    enabled: bool = True
+    require_key: bool = False  # /metrics open (like most exporters) unless set
+    history_interval: float = Field(default=5.0, gt=0, description="dashboard sample period")
+
+
 class Config(_Section):
     models: list[ModelConfig] = Field(default_factory=list)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     master_key: str | None = None
+    keys: list[VirtualKeyConfig] = Field(default_factory=list)
+    keys_file: str | None = None  # where keys created via the admin API persist (digests)
+    shared_namespaces: list[str] = Field(default_factory=list)
+    costs: CostsConfig = Field(default_factory=CostsConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    @model_validator(mode="after")
+    def _keys(self) -> Config:
+        seen: set[str] = set()
+        for i, item in enumerate(self.keys):
+            if item.key in seen or item.key == self.master_key:
+                raise ValueError(f"keys[{i}].key: duplicate key (keys must be unique and "
+                                 "differ from master_key)")
+            seen.add(item.key)
+        if self.keys_file and not self.master_key:
+            raise ValueError("keys_file: needs master_key (keys are created via the admin API)")
+        return self
+
+
     kv: KVConfig = Field(default_factory=KVConfig)
 
 

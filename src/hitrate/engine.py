@@ -14,14 +14,19 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hitrate import keys, policy
 from hitrate.controls import Controls, Mode
+from hitrate.costs.savings import Savings
 from hitrate.entry import CorruptEntry, Entry, decode, encode
+from hitrate.metrics import LOOKUP_BUCKETS, Histogram
 from hitrate.stores.base import ByteStore
+
+if TYPE_CHECKING:
+    from hitrate.costs.prices import PriceMap
 
 log = logging.getLogger("hitrate.engine")
 
@@ -70,6 +75,10 @@ class CacheStats:
     rejected: Counter[str] = field(default_factory=Counter)
     corrupt: int = 0
     backend_errors: int = 0
+    semantic_hits: int = 0  # part of `hits`
+    backend_errors_by_op: Counter[str] = field(default_factory=Counter)
+    lookup_seconds: Histogram = field(default_factory=lambda: Histogram(LOOKUP_BUCKETS))
+    savings: Savings = field(default_factory=Savings)  # tokens, money, latency per hit
 
 
 class ResponseCache:
@@ -77,6 +86,8 @@ class ResponseCache:
 
     `ttl` is the default storage TTL in seconds (None: keep until evicted);
     `mode="default_off"` caches only requests that send `use-cache: true`.
+    `prices` values the hits (default: the bundled price map); entries in
+    `shared_namespaces` are shared by every tenant (`scope` is ignored there).
     """
 
     def __init__(
@@ -87,6 +98,8 @@ class ResponseCache:
         namespace: str = "default",
         mode: Mode = "default_on",
         coalesce: bool = True,
+        prices: PriceMap | None = None,
+        shared_namespaces: Iterable[str] = (),
     ):
         if not keys.valid_namespace(namespace):
             raise ValueError(f"invalid namespace {namespace!r}")
@@ -100,6 +113,9 @@ class ResponseCache:
         self.mode: Mode = mode
         self.coalesce = coalesce
         self.stats = CacheStats()
+        if prices is not None:
+            self.stats.savings.prices = prices
+        self.shared_namespaces = frozenset(shared_namespaces)
         self._inflight: dict[str, Flight] = {}
         self._backend_failing = False
 
@@ -128,6 +144,8 @@ class ResponseCache:
         namespace: str | None = None,
     ) -> Plan:
         namespace = namespace or controls.namespace or self.namespace
+        if scope and namespace in self.shared_namespaces:
+            scope = ""  # an explicitly shared namespace: one entry for every tenant
         return Plan(
             kind=kind,
             key=keys.make_key(kind, namespace, canonical, scope),
@@ -143,6 +161,7 @@ class ResponseCache:
 
     def _backend_error(self, op: str, exc: BaseException) -> None:
         self.stats.backend_errors += 1
+        self.stats.backend_errors_by_op[op] += 1
         if not self._backend_failing:
             self._backend_failing = True
             log.warning("cache backend %s failing (%s: %s); serving misses", self.store.name,
@@ -152,6 +171,10 @@ class ResponseCache:
         if self._backend_failing:
             self._backend_failing = False
             log.warning("cache backend %s recovered", self.store.name)
+
+    @property
+    def backend_failing(self) -> bool:
+        return self._backend_failing
 
     def _valid(self, plan: Plan, raw: bytes | None, now: float) -> Entry | None:
         if raw is None:
@@ -182,22 +205,26 @@ class ResponseCache:
         task.add_done_callback(_background.discard)
 
     async def get(self, plan: Plan) -> Entry | None:
+        started = time.perf_counter()
         try:
             raw = await self.store.get(plan.key)
         except Exception as exc:
             self._backend_error("get", exc)
             return None
+        self.stats.lookup_seconds.observe(time.perf_counter() - started)
         self._backend_ok()
         return self._valid(plan, raw, time.time())
 
     async def get_many(self, plans: Sequence[Plan]) -> list[Entry | None]:
         if not plans:
             return []
+        started = time.perf_counter()
         try:
             raws = await self.store.get_many([p.key for p in plans])
         except Exception as exc:
             self._backend_error("get_many", exc)
             return [None] * len(plans)
+        self.stats.lookup_seconds.observe(time.perf_counter() - started)
         self._backend_ok()
         now = time.time()
         return [self._valid(p, raw, now) for p, raw in zip(plans, raws, strict=True)]
@@ -241,6 +268,21 @@ class ResponseCache:
         self.stats.stores += len(items)
         return len(items)
 
+    def count_batch(self, plans: Sequence[Plan], entries: Sequence[Entry | None],
+                    bypassed: bool) -> None:
+        """Stats for a batch looked up with `get_many` (embedding inputs): each found
+        item is a hit; the upstream latency counts as saved only if every item hit."""
+        found = [(p, e) for p, e in zip(plans, entries, strict=True) if e is not None]
+        missing = len(plans) - len(found)
+        self.stats.hits += len(found)
+        if bypassed:
+            self.stats.bypasses += missing
+        else:
+            self.stats.misses += missing
+        saved = max((e.upstream_latency_ms for _, e in found), default=0.0) if not missing else 0.0
+        for i, (plan, entry) in enumerate(found):
+            self.stats.savings.record(plan.namespace, entry, latency_ms=saved if i == 0 else 0.0)
+
     def acceptable(self, plan: Plan, entry: Entry) -> bool:
         """Whether a freshly produced entry may be handed to waiting requests."""
         return policy.rejection(plan.kind, plan.request, entry.response) is None
@@ -259,6 +301,7 @@ class ResponseCache:
             entry = await self.get(plan)
             if entry is not None:
                 self.stats.hits += 1
+                self.stats.savings.record(plan.namespace, entry)
                 return Lookup(entry=entry)
             flight = self._inflight.get(plan.key) if self.coalesce else None
             if flight is not None:
@@ -267,6 +310,8 @@ class ResponseCache:
                 if entry is not None:
                     self.stats.hits += 1
                     self.stats.coalesced += 1
+                    # Tokens and money saved; the latency was mostly waited out.
+                    self.stats.savings.record(plan.namespace, entry, latency_ms=0.0)
                     return Lookup(entry=entry, coalesced=True)
                 self.stats.misses += 1
                 return Lookup()
@@ -300,6 +345,17 @@ class ResponseCache:
             flight.future.set_result(entry)
 
     # -- admin -------------------------------------------------------------------
+
+    async def inspect(self, key: str) -> Entry | None:
+        """The entry stored under `key` (admin look-up; no stats, no validation beyond
+        decoding). Raises what the store raises."""
+        raw = await self.store.get(key)
+        if raw is None:
+            return None
+        try:
+            return decode(raw, expected_key=key)
+        except CorruptEntry:
+            return None
 
     async def delete(self, key: str) -> bool:
         return await self.store.delete(key)

@@ -96,6 +96,28 @@ def _convert_cache(settings: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_PRICE_FIELDS = {"input_cost_per_token": "input_cost_per_token",
+                 "output_cost_per_token": "output_cost_per_token",
+                 "cache_read_input_token_cost": "cached_input_cost_per_token",
+                 "max_input_tokens": "max_input_tokens", "max_output_tokens": "max_output_tokens"}
+
+
+def _convert_prices(model_list: list[Any]) -> dict[str, Any]:
+    """Custom prices LiteLLM reads from `model_info` or `litellm_params`."""
+    prices: dict[str, Any] = {}
+    for item in model_list:
+        if not isinstance(item, dict):
+            continue
+        fields: dict[str, Any] = {}
+        for source in (item.get("model_info"), item.get("litellm_params")):  # params win
+            if isinstance(source, dict):
+                fields.update({ours: source[theirs] for theirs, ours in _PRICE_FIELDS.items()
+                               if source.get(theirs) is not None})
+        if fields:
+            prices[item["model_name"]] = fields
+    return prices
+
+
 def convert(data: dict[str, Any]) -> dict[str, Any]:
     from hitrate.config import ConfigError
 
@@ -114,4 +136,7 @@ def convert(data: dict[str, Any]) -> dict[str, Any]:
     }
     if general.get("master_key"):
         out["master_key"] = general["master_key"]
+    prices = _convert_prices(model_list)
+    if prices:
+        out["costs"] = {"models": prices}
     return out

@@ -1,16 +1,19 @@
-"""The ASGI app: OpenAI routes over `CachingProxy`, plus /health and /v1/models.
+"""The ASGI app: OpenAI routes over `CachingProxy`, plus /health, /v1/models, /metrics,
+the admin API (`admin.py`) and the dashboard (`dashboard.py`).
 
 Route handlers only adapt HTTP to the proxy; no caching logic lives here.
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import orjson
@@ -21,8 +24,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from hitrate.config import Config
+from hitrate.costs.prices import PriceMap, parse_entry
+from hitrate.costs.refresh import PriceRefresher
 from hitrate.engine import ResponseCache
 from hitrate.errors import APIError
+from hitrate.gateway import admin, dashboard
+from hitrate.gateway.auth import KeyRing, Principal, token_from
 from hitrate.gateway.proxy import CachingProxy, ProxyResponse
 from hitrate.gateway.upstream import HttpUpstream, Router, new_http_client
 from hitrate.stores import build_store
@@ -38,6 +45,12 @@ class GatewayState:
     router: Router
     http: httpx.AsyncClient
     started_at: float
+    keys: KeyRing
+    prices: PriceMap
+    refresher: PriceRefresher | None = None
+    history: Any = None  # metrics.History
+    registry: Any = None  # prometheus_client.CollectorRegistry, built on first scrape
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 class ProxyASGIResponse:
@@ -93,12 +106,28 @@ def build_router(config: Config, http: httpx.AsyncClient) -> Router:
     return Router(deployments)
 
 
-def build_cache(config: Config) -> ResponseCache | None:
+def build_prices(config: Config) -> PriceMap:
+    overrides = {}
+    for name, item in config.costs.models.items():
+        price = parse_entry(name, item.model_dump(exclude_none=True))
+        if price is not None:
+            overrides[name] = price
+    return PriceMap(overrides)
+
+
+def build_cache(config: Config, prices: PriceMap | None = None) -> ResponseCache | None:
     if not config.cache.enabled:
         return None
     c = config.cache
     return ResponseCache(build_store(c), ttl=c.ttl, namespace=c.namespace, mode=c.mode,
-                         coalesce=c.coalesce)
+                         coalesce=c.coalesce, prices=prices,
+                         shared_namespaces=config.shared_namespaces)
+
+
+async def _sample_history(state: GatewayState) -> None:
+    while True:
+        await asyncio.sleep(state.config.metrics.history_interval)
+        state.history.add(admin.counters(state))
 
 
 def create_app(config: Config, cache: ResponseCache | None = None) -> Starlette:
@@ -107,41 +136,66 @@ def create_app(config: Config, cache: ResponseCache | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from hitrate.metrics import History
+
         http = new_http_client()
-        engine = cache if cache is not None else build_cache(config)
+        prices = build_prices(config)
+        engine = cache if cache is not None else build_cache(config, prices)
+        if engine is not None:
+            engine.stats.savings.aliases = {m.name: m.model for m in config.models if m.model}
         state = GatewayState(config, engine, CachingProxy(engine), build_router(config, http),
-                             http, time.time())
+                             http, time.time(), keyring, prices, history=History())
+        refresh = config.costs.refresh
+        if refresh is not None:
+            state.refresher = PriceRefresher(prices, refresh.source, refresh.cache_file,
+                                             refresh.max_age, refresh.timeout)
+            state.refresher.start()
+        state.history.add(admin.counters(state))  # the charts' zero point
+        state.tasks.append(asyncio.get_running_loop().create_task(_sample_history(state)))
         state_box["state"] = state
         app.state.gateway = state
         try:
             yield
         finally:
+            for task in state.tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if state.refresher is not None:
+                await state.refresher.stop()
             await http.aclose()
             if engine is not None and cache is None:
                 await engine.close()
 
-    master_key = config.master_key.encode() if config.master_key else None
+    keyring = KeyRing(config.master_key, [k.model_dump() for k in config.keys],
+                      config.keys_file)
 
-    def authorized(request: Request) -> bool:
-        if master_key is None:
-            return True
-        header = request.headers.get("authorization", "")
-        token = header[7:] if header[:7].lower() == "bearer " else request.headers.get("api-key", "")
-        return hmac.compare_digest(token.encode(), master_key)
+    def caller(request: Request) -> Principal | None:
+        return keyring.authenticate(token_from(request.headers))
 
     def unauthorized() -> Response:
         return _error(APIError(401, "Invalid or missing API key. Send `Authorization: Bearer "
                                "<key>`.", "authentication_error", "invalid_api_key"))
 
+    def admin_guard(request: Request) -> Response | None:
+        principal = caller(request)
+        if principal is None:
+            return unauthorized()
+        if not principal.admin:
+            return _error(APIError(403, "This route needs the master key.",
+                                   "permission_error", "admin_only"))
+        return None
+
     def openai_route(kind: str):
         async def endpoint(request: Request) -> Response | ProxyASGIResponse:
-            if not authorized(request):
+            principal = caller(request)
+            if principal is None:
                 return unauthorized()
             state = state_box["state"]
             body = await request.body()
             try:
                 response = await state.proxy.handle(kind, body, request.headers,
-                                                    state.router.resolve)
+                                                    state.router.resolve, scope=principal.scope)
             except Exception:
                 log.exception("unexpected error handling %s", request.url.path)
                 return _error(APIError(500, "internal gateway error", "server_error",
@@ -151,7 +205,7 @@ def create_app(config: Config, cache: ResponseCache | None = None) -> Starlette:
         return endpoint
 
     async def models(request: Request) -> Response:
-        if not authorized(request):
+        if caller(request) is None:
             return unauthorized()
         state = state_box["state"]
         created = int(state.started_at)
@@ -163,6 +217,19 @@ def create_app(config: Config, cache: ResponseCache | None = None) -> Starlette:
         state = state_box["state"]
         return _json(200, {"status": "ok", "models": len(state.router.models()),
                            "cache": state.cache.store.name if state.cache else None})
+
+    async def metrics(request: Request) -> Response:
+        if config.metrics.require_key:
+            denied = admin_guard(request)
+            if denied is not None:
+                return denied
+        from hitrate.metrics import build_registry, render
+
+        state = state_box["state"]
+        if state.registry is None:
+            state.registry = build_registry(lambda: state_box.get("state"))
+        body, content_type = render(state.registry)
+        return Response(body, 200, headers={"content-type": content_type})
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return _error(APIError(404, f"no route {request.method} {request.url.path}",
@@ -181,6 +248,10 @@ def create_app(config: Config, cache: ResponseCache | None = None) -> Starlette:
         routes += [Route(path, endpoint, methods=["POST"]) for path in paths]
     routes += [Route("/v1/models", models, methods=["GET"]),
                Route("/models", models, methods=["GET"]),
-               Route("/health", health, methods=["GET"])]
+               Route("/health", health, methods=["GET"]),
+               Route("/dashboard", dashboard.page, methods=["GET"])]
+    if config.metrics.enabled:
+        routes.append(Route("/metrics", metrics, methods=["GET"]))
+    routes += admin.admin_routes(lambda: state_box["state"], admin_guard)
     return Starlette(routes=routes, lifespan=lifespan,
                      exception_handlers={404: not_found, 405: method_not_allowed})

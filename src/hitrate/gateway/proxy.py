@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ from hitrate.gateway import schemas
 from hitrate.gateway.sse import StreamCapture, replay
 from hitrate.gateway.upstream import UpstreamReply, UpstreamStream
 from hitrate.keys import canonical_request
+from hitrate.metrics import UPSTREAM_BUCKETS, Histogram
 
 PATHS = {"chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings"}
 SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache",
@@ -75,20 +77,38 @@ def _error_event(message: str) -> bytes:
     return b"data: " + orjson.dumps(error_body(message, "upstream_error", "stream_broken")) + b"\n\n"
 
 
+@dataclass(slots=True)
+class ProxyStats:
+    """Per-request counters (read by `hitrate.metrics`); plain ints, cheap to bump."""
+
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, outcome)
+    upstream_seconds: dict[str, Histogram] = field(default_factory=lambda: {
+        kind: Histogram(UPSTREAM_BUCKETS) for kind in PATHS})
+
+
 class CachingProxy:
     def __init__(self, cache: ResponseCache | None):
         self.cache = cache
+        self.stats = ProxyStats()
 
     async def handle(self, kind: str, raw_body: bytes, headers: Mapping[str, str],
                      resolve: Resolver, *, scope: str = "") -> ProxyResponse:
-        """Never raises for bad input or upstream trouble: those become error responses."""
+        """Never raises for bad input or upstream trouble: those become error responses.
+
+        `scope` isolates cache entries (a tenant); requests in different scopes never
+        share an entry or an in-flight upstream call."""
         try:
             body, controls, upstream = self._parse(kind, raw_body, headers, resolve)
             if kind == "embedding":
-                return await self._embeddings(body, controls, upstream, scope)
-            return await self._generate(kind, body, controls, upstream, scope)
+                response = await self._embeddings(body, controls, upstream, scope)
+            else:
+                response = await self._generate(kind, body, controls, upstream, scope)
         except APIError as exc:
-            return ProxyResponse.error(exc)
+            response = ProxyResponse.error(exc)
+        outcome = "error" if response.status >= 400 else response.headers.get("x-hitrate-cache",
+                                                                               "bypass")
+        self.stats.requests[kind, outcome] += 1
+        return response
 
     def _parse(self, kind: str, raw_body: bytes, headers: Mapping[str, str],
                resolve: Resolver) -> tuple[dict[str, Any], Controls, Upstream]:
@@ -145,6 +165,7 @@ class CachingProxy:
             if self.cache is not None:
                 self.cache.abandon(flight)
             raise
+        self.stats.upstream_seconds[kind].observe(reply.latency_ms / 1000)
         if plan is not None and self.cache is not None:
             entry = None
             if reply.status == 200:
@@ -174,7 +195,13 @@ class CachingProxy:
                 cache.abandon(flight)
             return ProxyResponse(up.status, {**up.headers, **headers}, up.error_body)
 
+        closed = False
+
         async def close() -> None:
+            nonlocal closed
+            if not closed:
+                closed = True
+                self.stats.upstream_seconds[kind].observe(time.perf_counter() - up.started)
             if cache is not None:
                 cache.abandon(flight)  # no-op after finish(); releases waiters otherwise
             with contextlib.suppress(Exception):
@@ -225,17 +252,14 @@ class CachingProxy:
         entries: list[Entry | None] = (await cache.get_many(plans) if controls.no_cache is False
                                        else [None] * len(plans))
         missing = [i for i, entry in enumerate(entries) if entry is None]
-        cache.stats.hits += len(items) - len(missing)
-        if controls.no_cache:
-            cache.stats.bypasses += len(missing)
-        else:
-            cache.stats.misses += len(missing)
+        cache.count_batch(plans, entries, bypassed=controls.no_cache)
         model = body["model"]
         extra_headers: dict[str, str] = {}
         if missing:
             sent = [items[i] for i in missing]
             request = {**base, "input": sent[0] if single else sent}
             reply = await upstream.post(PATHS["embedding"], request)
+            self.stats.upstream_seconds["embedding"].observe(reply.latency_ms / 1000)
             fresh = _parse_embeddings(reply, len(sent))
             if isinstance(fresh, ProxyResponse):
                 fresh.headers.update(cache_headers(plans[0].status_if_not_hit))

@@ -1,0 +1,122 @@
+"""What cache hits saved: tokens, money and upstream latency, per model and namespace.
+
+Recorded by the engine on every hit (a few dict operations, no I/O, no lock), read by
+the metrics collector and the admin API. The number of (model, namespace) rows is
+capped: namespaces come from clients, and an unbounded label set would blow up
+Prometheus; past the cap, rows fold into ("other", "other").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hitrate.costs.prices import PriceMap
+    from hitrate.entry import Entry
+
+MAX_ROWS = 200
+OTHER = ("other", "other")
+
+
+@dataclass(slots=True)
+class SavingsRow:
+    hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    unpriced_hits: int = 0  # hits whose model has no known price (cost counted as 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"hits": self.hits, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cost_usd": self.cost_usd,
+                "latency_seconds": self.latency_ms / 1000, "unpriced_hits": self.unpriced_hits}
+
+
+def usage_of(entry: Entry) -> tuple[int, int, int]:
+    """(prompt, completion, cached prompt) tokens of a stored response; zeros if the
+    upstream did not report usage (a stream stored without `include_usage`)."""
+    response = entry.response
+    if entry.kind == "embedding":
+        return int(response.get("tokens") or 0), 0, 0
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
+        return 0, 0, 0
+    try:
+        prompt = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
+        details = usage.get("prompt_tokens_details") or {}
+        cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    except (TypeError, ValueError):
+        return 0, 0, 0
+    return prompt, completion, cached
+
+
+class Savings:
+    def __init__(self, prices: PriceMap | None = None,
+                 aliases: dict[str, str] | None = None):
+        self._prices = prices
+        self.aliases = aliases or {}  # client-facing model name -> upstream model id
+        self.rows: dict[tuple[str, str], SavingsRow] = {}
+
+    @property
+    def prices(self) -> PriceMap:
+        if self._prices is None:
+            from hitrate.costs.prices import default_prices
+
+            self._prices = default_prices()
+        return self._prices
+
+    @prices.setter
+    def prices(self, value: PriceMap) -> None:
+        self._prices = value
+
+    def _row(self, model: str, namespace: str) -> SavingsRow:
+        key = (model or "unknown", namespace)
+        row = self.rows.get(key)
+        if row is None:
+            if len(self.rows) >= MAX_ROWS:
+                key = OTHER
+                row = self.rows.get(key)
+            if row is None:
+                row = self.rows[key] = SavingsRow()
+        return row
+
+    def price_for(self, entry: Entry):  # -> ModelPrice | None
+        prices = self.prices
+        price = prices.get(entry.model) if entry.model else None
+        if price is None and entry.model in self.aliases:
+            price = prices.get(self.aliases[entry.model])
+        if price is None:
+            served = entry.response.get("model")
+            if isinstance(served, str) and served:
+                price = prices.get(served)
+        return price
+
+    def record(self, namespace: str, entry: Entry, latency_ms: float | None = None) -> None:
+        """One hit on `entry`. `latency_ms` defaults to the entry's upstream latency;
+        pass 0 when no whole upstream call was avoided (a coalesced follower waited for
+        it; an embedding item whose batch still went upstream)."""
+        row = self._row(entry.model, namespace)
+        prompt, completion, cached = usage_of(entry)
+        row.hits += 1
+        row.prompt_tokens += prompt
+        row.completion_tokens += completion
+        row.latency_ms += entry.upstream_latency_ms if latency_ms is None else latency_ms
+        price = self.price_for(entry)
+        if price is None:
+            row.unpriced_hits += 1
+        else:
+            row.cost_usd += price.cost(prompt, completion, cached)
+
+    def totals(self) -> SavingsRow:
+        total = SavingsRow()
+        for row in self.rows.values():
+            total.hits += row.hits
+            total.prompt_tokens += row.prompt_tokens
+            total.completion_tokens += row.completion_tokens
+            total.cost_usd += row.cost_usd
+            total.latency_ms += row.latency_ms
+            total.unpriced_hits += row.unpriced_hits
+        return total
