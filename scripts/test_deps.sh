@@ -14,6 +14,16 @@ apt_install() {
 }
 
 # -- shared backends (redis, object storage) ----------------------------------------
+# tests/backends start their own servers: redis-server/redis-cli (standalone, Cluster and
+# Sentinel are one binary), openssl (a TLS test certificate), and Azurite from npm under
+# .test-deps/ (git-ignored). moto[server] and fake-gcs-server come with the `test` extra.
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server
+command -v openssl >/dev/null || apt_install openssl
+command -v npm >/dev/null || apt_install nodejs npm
+if [ ! -f .test-deps/azurite/node_modules/azurite/dist/src/blob/main.js ]; then
+  mkdir -p .test-deps/azurite
+  (cd .test-deps/azurite && npm install --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null)
+fi
 # -- semantic cache -----------------------------------------------------------------
 # -- ops (dashboard browser test) ---------------------------------------------------
 # -- KV cache -----------------------------------------------------------------------

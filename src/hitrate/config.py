@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from hitrate.keys import valid_namespace
 
@@ -49,9 +50,108 @@ class ModelConfig(_Section):
         return value
 
 
+# -- shared cache backends (issue 3; built by hitrate.stores.build_store) -------------
+
+SharedStoreType = Literal["redis", "redis-cluster", "redis-sentinel", "s3", "gcs", "azure-blob"]
+
+
+class CircuitConfig(_Section):
+    """Failure behaviour of every shared backend (hitrate/stores/remote.py, circuit.py)."""
+
+    timeout: float | None = Field(default=None, gt=0, description="seconds per operation; "
+                                  "default 0.05 for Redis, 1 for object storage")
+    failure_threshold: int = Field(default=1, ge=1, description="failures that open the circuit")
+    recovery_time: float = Field(default=1.0, gt=0, description="first probe after (s), doubling")
+    max_recovery_time: float = Field(default=30.0, gt=0)
+
+
+def _node(value: Any) -> str:
+    if isinstance(value, dict) and {"host", "port"} <= set(value):
+        host, port = value["host"], value["port"]
+    elif isinstance(value, (list, tuple)) and len(value) == 2:
+        host, port = value
+    elif isinstance(value, str) and value.rpartition(":")[0]:
+        host, _, port = value.rpartition(":")
+    else:
+        raise ValueError(f"{value!r}: use host:port, {{host, port}} or [host, port]")
+    if not str(port).isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r}: bad port")
+    return f"{host}:{int(port)}"
+
+
+class RedisConfig(_Section):
+    """Unset connection fields fall back to REDIS_URL / REDIS_HOST / REDIS_PORT /
+    REDIS_PASSWORD / REDIS_USERNAME, then to 127.0.0.1:6379."""
+
+    url: str | None = None  # redis://[user:pass@]host:port/db; rediss:// for TLS
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    db: int = Field(default=0, ge=0)
+    ssl: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
+    startup_nodes: list[Any] = Field(default_factory=list, description="redis-cluster")
+    sentinel_nodes: list[Any] = Field(default_factory=list, description="redis-sentinel")
+    service_name: str | None = None
+    sentinel_password: str | None = None
+    max_connections: int | None = Field(default=None, gt=0)
+
+    @field_validator("startup_nodes", "sentinel_nodes")
+    @classmethod
+    def _nodes(cls, value: list[Any]) -> list[str]:
+        return [_node(v) for v in value]
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("use redis://, rediss:// or unix://")
+        return value
+
+
+class S3Config(_Section):
+    bucket: str = Field(min_length=1)
+    prefix: str = "hitrate"  # objects: <prefix>/<namespace>/<key>
+    region: str | None = None
+    endpoint_url: str | None = None  # S3-compatible stores (MinIO, R2, ...)
+    access_key_id: str | None = None  # default: the AWS credential chain
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    max_connections: int = Field(default=64, gt=0)
+
+
+class GCSConfig(_Section):
+    bucket: str = Field(min_length=1)
+    prefix: str = "hitrate"
+    service_file: str | None = None  # default: Application Default Credentials
+    api_root: str | None = None  # an emulator; STORAGE_EMULATOR_HOST works too
+
+
+class AzureBlobConfig(_Section):
+    container: str = Field(min_length=1)
+    prefix: str = "hitrate"
+    connection_string: str | None = None
+    account_url: str | None = None  # https://<account>.blob.core.windows.net
+    credential: str | None = None  # account key or SAS; default: DefaultAzureCredential
+
+
+class TieredConfig(_Section):
+    l2: SharedStoreType = "redis"
+    l1_ttl: float | None = Field(default=None, gt=0, description="seconds; default 60 with "
+                                 "Redis pub/sub invalidation, 5 without")
+    l1_max_size_mb: float = Field(default=64, gt=0)
+    invalidation: bool = True  # Redis pub/sub to every replica's L1 (Redis L2 only)
+
+
+_SECTION_NEEDED = {"s3": "s3", "gcs": "gcs", "azure-blob": "azure_blob"}
+
+
 class CacheConfig(_Section):
     enabled: bool = True
-    type: Literal["memory", "disk"] = "memory"
+    type: Literal["memory", "disk", "redis", "redis-cluster", "redis-sentinel", "s3", "gcs",
+                  "azure-blob", "tiered"] = "memory"
     ttl: float | None = Field(default=None, gt=0, description="seconds; none = no expiry")
     namespace: str = "default"
     mode: Literal["default_on", "default_off"] = "default_on"
@@ -60,6 +160,30 @@ class CacheConfig(_Section):
     disk_cache_dir: str = ".hitrate/cache"
     disk_max_size_mb: float = Field(default=4096, gt=0)
     coalesce: bool = True
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    s3: S3Config | None = None
+    gcs: GCSConfig | None = None
+    azure_blob: AzureBlobConfig | None = None
+    tiered: TieredConfig = Field(default_factory=TieredConfig)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+
+    @model_validator(mode="after")
+    def _backend_section(self) -> CacheConfig:
+        backend = self.tiered.l2 if self.type == "tiered" else self.type
+        section = _SECTION_NEEDED.get(backend)
+        if section and getattr(self, section) is None:
+            raise PydanticCustomError("missing_section", f"type {backend} needs a "
+                                      f"cache.{section} section (with its bucket/container)")
+        if backend == "redis-cluster" and not self.redis.startup_nodes:
+            raise PydanticCustomError("missing_nodes", "type redis-cluster needs "
+                                      "cache.redis.startup_nodes")
+        if backend == "redis-sentinel" and not (self.redis.sentinel_nodes and self.redis.service_name):
+            raise PydanticCustomError("missing_nodes", "type redis-sentinel needs "
+                                      "cache.redis.sentinel_nodes and cache.redis.service_name")
+        if self.azure_blob and not (self.azure_blob.connection_string or self.azure_blob.account_url):
+            raise PydanticCustomError("missing_account", "cache.azure_blob needs "
+                                      "connection_string or account_url")
+        return self
 
     @field_validator("namespace")
     @classmethod

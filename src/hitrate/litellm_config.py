@@ -8,7 +8,9 @@ type) are errors that name the field.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from typing import Any
 
 log = logging.getLogger("hitrate.config")
@@ -17,10 +19,37 @@ log = logging.getLogger("hitrate.config")
 _OPENAI_COMPATIBLE = {"openai", "hosted_vllm", "vllm", "openai_compatible", "custom_openai",
                       "text-completion-openai", "lm_studio", "llamafile", "xinference"}
 _OLLAMA = {"ollama", "ollama_chat"}
-_CACHE_TYPES = {"local": "memory", "memory": "memory", "in-memory": "memory", "disk": "disk"}
+_CACHE_TYPES = {"local": "memory", "memory": "memory", "in-memory": "memory", "disk": "disk",
+                "redis": "redis", "s3": "s3", "gcs": "gcs", "azure-blob": "azure-blob",
+                "azure_blob": "azure-blob"}
 _CACHE_PARAMS = {"ttl", "namespace", "mode", "disk_cache_dir", "max_cache_size_mb",
                  "max_entries", "type"}
-_IGNORED_CACHE_PARAMS = {"supported_call_types", "host", "port", "password"}
+_IGNORED_CACHE_PARAMS = {"supported_call_types", "default_in_redis_ttl", "redis_flush_size",
+                         "default_in_memory_ttl"}
+# Shared backends: LiteLLM cache_params name -> (native section, field). Only the section
+# of the chosen type is used; `socket_timeout` is the per-operation timeout of any of them.
+_BACKEND_PARAMS = {
+    "host": ("redis", "host"), "port": ("redis", "port"), "password": ("redis", "password"),
+    "username": ("redis", "username"), "url": ("redis", "url"), "redis_url": ("redis", "url"),
+    "db": ("redis", "db"), "ssl": ("redis", "ssl"), "ssl_ca_certs": ("redis", "ssl_ca_certs"),
+    "ssl_cert_reqs": ("redis", "ssl_cert_reqs"), "max_connections": ("redis", "max_connections"),
+    "redis_startup_nodes": ("redis", "startup_nodes"), "startup_nodes": ("redis", "startup_nodes"),
+    "sentinel_nodes": ("redis", "sentinel_nodes"), "service_name": ("redis", "service_name"),
+    "sentinel_password": ("redis", "sentinel_password"),
+    "s3_bucket_name": ("s3", "bucket"), "s3_region_name": ("s3", "region"),
+    "s3_endpoint_url": ("s3", "endpoint_url"), "s3_path": ("s3", "prefix"),
+    "s3_aws_access_key_id": ("s3", "access_key_id"),
+    "s3_aws_secret_access_key": ("s3", "secret_access_key"),
+    "s3_aws_session_token": ("s3", "session_token"),
+    "gcs_bucket_name": ("gcs", "bucket"), "gcs_path": ("gcs", "prefix"),
+    "gcs_path_service_account": ("gcs", "service_file"),
+    "azure_blob_container": ("azure_blob", "container"), "azure_container": ("azure_blob", "container"),
+    "azure_account_url": ("azure_blob", "account_url"),
+    "azure_connection_string": ("azure_blob", "connection_string"),
+    "azure_credential": ("azure_blob", "credential"),
+    "socket_timeout": ("circuit", "timeout"),
+}
+_REQUIRED = {"s3": "s3_bucket_name", "gcs": "gcs_bucket_name", "azure-blob": "azure_blob_container"}
 
 
 def _field(i: int, name: str) -> str:
@@ -89,11 +118,45 @@ def _convert_cache(settings: dict[str, Any]) -> dict[str, Any]:
     for name in _CACHE_PARAMS - {"type"}:
         if params.get(name) is not None:
             out[name] = params[name]
-    ignored = set(params) - _CACHE_PARAMS - _IGNORED_CACHE_PARAMS
+    _convert_backend(params, out)
+    ignored = set(params) - _CACHE_PARAMS - _IGNORED_CACHE_PARAMS - set(_BACKEND_PARAMS)
     if ignored:
         log.warning("ignoring LiteLLM cache_params with no effect here: %s",
                     ", ".join(sorted(ignored)))
     return out
+
+
+def _convert_backend(params: dict[str, Any], out: dict[str, Any]) -> None:
+    """Redis / S3 / GCS / Azure Blob params into the native `cache` sections."""
+    from hitrate.config import ConfigError
+
+    kind = out["type"]
+    section_of = {"redis": "redis", "s3": "s3", "gcs": "gcs", "azure-blob": "azure_blob"}
+    if kind not in section_of:
+        return
+    if params.get("ttl") is None and params.get("default_in_redis_ttl") is not None:
+        out["ttl"] = params["default_in_redis_ttl"]
+    required = _REQUIRED.get(kind)
+    if required and not params.get(required):
+        raise ConfigError(f"litellm_settings.cache_params.{required}: required for type {kind}")
+    for name, (section, field) in _BACKEND_PARAMS.items():
+        if params.get(name) is not None and section in (section_of[kind], "circuit"):
+            out.setdefault(section, {})[field] = params[name]
+    if kind == "redis":
+        redis = out.setdefault("redis", {})
+        cluster_env = os.environ.get("REDIS_CLUSTER_NODES")
+        if not redis.get("startup_nodes") and cluster_env:  # LiteLLM reads this one too
+            try:
+                redis["startup_nodes"] = json.loads(cluster_env)
+            except ValueError:
+                raise ConfigError("REDIS_CLUSTER_NODES: not a JSON list of {host, port}") from None
+        if redis.get("startup_nodes"):
+            out["type"] = "redis-cluster"
+        elif redis.get("sentinel_nodes"):
+            out["type"] = "redis-sentinel"
+    if params.get("default_in_memory_ttl") is not None:  # LiteLLM's in-memory + Redis tier
+        out["tiered"] = {"l2": out["type"], "l1_ttl": params["default_in_memory_ttl"]}
+        out["type"] = "tiered"
 
 
 _PRICE_FIELDS = {"input_cost_per_token": "input_cost_per_token",

@@ -26,6 +26,11 @@ class StoreStats:
     hits: int = 0
     misses: int = 0
     evictions: int = 0
+    # Shared backends (circuit breaker, see stores/circuit.py); always 0 for embedded ones.
+    errors: int = 0          # operations that failed or timed out
+    timeouts: int = 0        # of which timed out
+    rejected: int = 0        # operations refused at once while the circuit was open
+    circuit_opens: int = 0   # times the circuit opened
 
 
 class ByteStore(ABC):
@@ -36,6 +41,12 @@ class ByteStore(ABC):
     @abstractmethod
     async def get(self, key: str) -> bytes | None:
         """Called on every lookup. Returns the value or None if absent/expired."""
+
+    async def get_with_ttl(self, key: str) -> tuple[bytes | None, float | None]:
+        """Called by the tiered store on an L1 miss: the value and its remaining TTL in
+        seconds (None: no expiry, or the backend cannot tell). Override when the backend
+        can answer both in one round trip."""
+        return await self.get(key), None
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """Called for batches (embedding inputs). Override when the backend can pipeline."""
