@@ -148,6 +148,20 @@ class TieredConfig(_Section):
 _SECTION_NEEDED = {"s3": "s3", "gcs": "gcs", "azure-blob": "azure_blob"}
 
 
+class SemanticConfig(_Section):
+    """Semantic lookup after an exact miss (see README, "Semantic cache")."""
+
+    enabled: bool = True
+    embedder: str = Field(default="e5", description="e5 | use | wordllama | "
+                          "sentence-transformers:<path> | upstream:<model name>")
+    index: Literal["embedded", "redis", "qdrant", "pgvector"] = "embedded"
+    index_options: dict[str, Any] = Field(default_factory=dict)
+    index_dir: str | None = Field(default=None, description="embedded index persistence")
+    similarity_threshold: float = Field(default=0.93, gt=0, le=1)
+    rewording_similarity: float = Field(default=0.975, gt=0, le=1)
+    top_k: int = Field(default=3, ge=1, le=50)
+
+
 class CacheConfig(_Section):
     enabled: bool = True
     type: Literal["memory", "disk", "redis", "redis-cluster", "redis-sentinel", "s3", "gcs",
@@ -160,6 +174,7 @@ class CacheConfig(_Section):
     disk_cache_dir: str = ".hitrate/cache"
     disk_max_size_mb: float = Field(default=4096, gt=0)
     coalesce: bool = True
+    semantic: SemanticConfig | None = None
     redis: RedisConfig = Field(default_factory=RedisConfig)
     s3: S3Config | None = None
     gcs: GCSConfig | None = None
@@ -271,6 +286,7 @@ class Config(_Section):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     master_key: str | None = None
+    kv: KVConfig = Field(default_factory=KVConfig)
     keys: list[VirtualKeyConfig] = Field(default_factory=list)
     keys_file: str | None = None  # where keys created via the admin API persist (digests)
     shared_namespaces: list[str] = Field(default_factory=list)
@@ -288,9 +304,6 @@ class Config(_Section):
         if self.keys_file and not self.master_key:
             raise ValueError("keys_file: needs master_key (keys are created via the admin API)")
         return self
-
-
-    kv: KVConfig = Field(default_factory=KVConfig)
 
 
 # -- loading ------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from hitrate.stores.base import ByteStore
 
 if TYPE_CHECKING:
     from hitrate.costs.prices import PriceMap
+    from hitrate.semantic.lookup import SemanticLayer
 
 log = logging.getLogger("hitrate.engine")
 
@@ -43,6 +44,10 @@ class Plan:
     ttl: float | None
     max_age: float | None
     namespace: str
+    # Semantic lookup: the last user turn, the digest of everything else, its vector.
+    semantic_text: str | None = None
+    semantic_scope: str | None = None
+    vector: Any = None
 
     @property
     def status_if_not_hit(self) -> str:
@@ -63,6 +68,7 @@ class Lookup:
     entry: Entry | None = None
     coalesced: bool = False
     flight: Flight | None = None  # set when this caller leads and must call finish()
+    similarity: float | None = None  # set on semantic hits
 
 
 @dataclass(slots=True)
@@ -100,6 +106,7 @@ class ResponseCache:
         coalesce: bool = True,
         prices: PriceMap | None = None,
         shared_namespaces: Iterable[str] = (),
+        semantic: SemanticLayer | None = None,
     ):
         if not keys.valid_namespace(namespace):
             raise ValueError(f"invalid namespace {namespace!r}")
@@ -116,6 +123,8 @@ class ResponseCache:
         if prices is not None:
             self.stats.savings.prices = prices
         self.shared_namespaces = frozenset(shared_namespaces)
+        self.semantic = semantic
+        self._semantic_failing = False
         self._inflight: dict[str, Flight] = {}
         self._backend_failing = False
 
@@ -146,7 +155,7 @@ class ResponseCache:
         namespace = namespace or controls.namespace or self.namespace
         if scope and namespace in self.shared_namespaces:
             scope = ""  # an explicitly shared namespace: one entry for every tenant
-        return Plan(
+        plan = Plan(
             kind=kind,
             key=keys.make_key(kind, namespace, canonical, scope),
             request=request,
@@ -156,6 +165,14 @@ class ResponseCache:
             max_age=controls.max_age,
             namespace=namespace,
         )
+        if self.semantic is not None and kind in ("chat", "completion"):
+            from hitrate.semantic.lookup import split_request
+
+            parts = split_request(kind, canonical)
+            if parts is not None:
+                plan.semantic_text = parts[0]
+                plan.semantic_scope = self.semantic.scope_of(kind, parts[1], namespace, scope)
+        return plan
 
     # -- backend access (never raises) -------------------------------------------
 
@@ -194,6 +211,9 @@ class ResponseCache:
         return entry
 
     def _schedule_delete(self, key: str) -> None:
+        if self.semantic is not None:
+            self._spawn(self._forget(key))
+
         async def _delete() -> None:
             try:
                 await self.store.delete(key)
@@ -253,6 +273,11 @@ class ResponseCache:
             return False
         self._backend_ok()
         self.stats.stores += 1
+        if plan.semantic_text is not None:
+            if plan.vector is not None:
+                await self._remember(plan, entry)  # cheap: the lookup embedded it already
+            else:
+                self._spawn(self._remember(plan, entry))  # no-cache: embed off the hot path
         return True
 
     async def put_many(self, pairs: Sequence[tuple[Plan, Entry]]) -> int:
@@ -315,6 +340,9 @@ class ResponseCache:
                     return Lookup(entry=entry, coalesced=True)
                 self.stats.misses += 1
                 return Lookup()
+            found = await self._semantic_lookup(plan)
+            if found is not None:
+                return found
             self.stats.misses += 1
         else:
             self.stats.bypasses += 1
@@ -323,6 +351,68 @@ class ResponseCache:
             self._inflight[plan.key] = flight
             return Lookup(flight=flight)
         return Lookup()
+
+    # -- semantic ----------------------------------------------------------------
+
+    def _semantic_error(self, op: str, exc: BaseException) -> None:
+        assert self.semantic is not None
+        self.semantic.stats.errors += 1
+        if not self._semantic_failing:
+            self._semantic_failing = True
+            log.warning("semantic %s failing (%s: %s); serving exact-match only", op,
+                        type(exc).__name__, exc)
+
+    async def _semantic_lookup(self, plan: Plan) -> Lookup | None:
+        """After an exact miss: a verified paraphrase in the same scope, or None."""
+        semantic = self.semantic
+        if semantic is None or plan.semantic_text is None or plan.semantic_scope is None:
+            return None
+        try:
+            plan.vector = await semantic.vector(plan.semantic_text)
+            candidates = await semantic.candidates(plan.semantic_text, plan.semantic_scope,
+                                                   plan.vector)
+        except Exception as exc:
+            self._semantic_error("lookup", exc)
+            return None
+        self._semantic_failing = False
+        for match, _ in candidates:
+            other = Plan(plan.kind, match.key, plan.request, True, False, None, plan.max_age,
+                         plan.namespace)
+            entry = await self.get(other)
+            if entry is None:
+                self._spawn(self._forget(match.key))  # its entry expired or was evicted
+                continue
+            self.stats.hits += 1
+            self.stats.semantic_hits += 1
+            semantic.stats.hits += 1
+            self.stats.savings.record(plan.namespace, entry)
+            return Lookup(entry=entry, similarity=match.score)
+        return None
+
+    async def _remember(self, plan: Plan, entry: Entry) -> None:
+        """Index a stored entry's last user turn so paraphrases can find it."""
+        semantic = self.semantic
+        if semantic is None or plan.semantic_text is None or plan.semantic_scope is None:
+            return
+        try:
+            if plan.vector is None:
+                plan.vector = await semantic.vector(plan.semantic_text)
+            await semantic.remember(plan.key, plan.semantic_text, plan.vector,
+                                    plan.semantic_scope, plan.namespace, entry.expires_at)
+        except Exception as exc:
+            self._semantic_error("index", exc)
+
+    async def _forget(self, key: str) -> None:
+        if self.semantic is not None:
+            try:
+                await self.semantic.index.delete(key)
+            except Exception as exc:
+                self._semantic_error("delete", exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
     async def finish(self, plan: Plan, flight: Flight | None, entry: Entry | None) -> bool:
         """Leader's (or uncoalesced caller's) end: release waiters, then store."""
@@ -358,13 +448,21 @@ class ResponseCache:
             return None
 
     async def delete(self, key: str) -> bool:
+        await self._forget(key)
         return await self.store.delete(key)
 
     async def clear(self, namespace: str | None = None) -> int:
+        if self.semantic is not None:
+            try:
+                await self.semantic.index.clear(namespace)
+            except Exception as exc:
+                self._semantic_error("clear", exc)
         prefix = keys.namespace_prefix(namespace) if namespace else keys.ALL_KEYS_PREFIX
         return await self.store.clear(prefix)
 
     async def close(self) -> None:
+        if self.semantic is not None:
+            await self.semantic.close()
         await self.store.close()
 
 

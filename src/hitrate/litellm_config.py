@@ -109,6 +109,9 @@ def _convert_cache(settings: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise ConfigError("litellm_settings.cache_params: must be a mapping")
     kind = params.get("type", "local")
+    semantic = _convert_semantic(params) if kind in _SEMANTIC_TYPES else None
+    if semantic is not None:
+        kind = _SEMANTIC_TYPES[kind]  # where the answers themselves are stored
     if kind not in _CACHE_TYPES:
         raise ConfigError(
             f"litellm_settings.cache_params.type: {kind!r} is not available in this version "
@@ -119,10 +122,57 @@ def _convert_cache(settings: dict[str, Any]) -> dict[str, Any]:
         if params.get(name) is not None:
             out[name] = params[name]
     _convert_backend(params, out)
-    ignored = set(params) - _CACHE_PARAMS - _IGNORED_CACHE_PARAMS - set(_BACKEND_PARAMS)
+    if semantic is not None:
+        out["semantic"] = semantic
+    ignored = (set(params) - _CACHE_PARAMS - _IGNORED_CACHE_PARAMS - set(_BACKEND_PARAMS)
+               - _SEMANTIC_PARAMS)
     if ignored:
         log.warning("ignoring LiteLLM cache_params with no effect here: %s",
                     ", ".join(sorted(ignored)))
+    return out
+
+
+# LiteLLM semantic cache types -> where the answers live (the vectors go to the index).
+_SEMANTIC_TYPES = {"redis-semantic": "redis", "qdrant-semantic": "local", "semantic": "local"}
+_SEMANTIC_PARAMS = {"similarity_threshold", "redis_semantic_cache_embedding_model",
+                    "redis_semantic_cache_index_name", "qdrant_semantic_cache_embedding_model",
+                    "qdrant_api_base", "qdrant_api_key", "qdrant_collection_name",
+                    "qdrant_quantization_config", "embedding_model", "embedder"}
+
+
+def _convert_semantic(params: dict[str, Any]) -> dict[str, Any]:
+    """LiteLLM's redis-semantic / qdrant-semantic params -> `cache.semantic`.
+
+    Their embedding model names a model of the model list; we call it through the
+    upstream (`upstream:<name>`). Without one we use the offline default embedder.
+    """
+    kind = params["type"]
+    out: dict[str, Any] = {"enabled": True}
+    model = (params.get("redis_semantic_cache_embedding_model")
+             or params.get("qdrant_semantic_cache_embedding_model") or params.get("embedding_model"))
+    if params.get("embedder"):
+        out["embedder"] = params["embedder"]
+    elif model:
+        out["embedder"] = f"upstream:{model}"
+    if params.get("similarity_threshold") is not None:
+        out["similarity_threshold"] = params["similarity_threshold"]
+    if kind == "redis-semantic":
+        options: dict[str, Any] = {}
+        if params.get("url") or params.get("redis_url"):
+            options["url"] = params.get("url") or params.get("redis_url")
+        for name in ("host", "port", "password", "username", "db"):
+            if params.get(name) is not None:
+                options[name] = params[name]
+        if params.get("redis_semantic_cache_index_name"):
+            options["index_name"] = params["redis_semantic_cache_index_name"]
+        out.update(index="redis", index_options=options)
+    elif kind == "qdrant-semantic":
+        options = {"url": params.get("qdrant_api_base")} if params.get("qdrant_api_base") else {}
+        if params.get("qdrant_api_key"):
+            options["api_key"] = params["qdrant_api_key"]
+        if params.get("qdrant_collection_name"):
+            options["collection"] = params["qdrant_collection_name"]
+        out.update(index="qdrant", index_options=options)
     return out
 
 

@@ -115,13 +115,19 @@ def build_prices(config: Config) -> PriceMap:
     return PriceMap(overrides)
 
 
-def build_cache(config: Config, prices: PriceMap | None = None) -> ResponseCache | None:
+def build_cache(config: Config, prices: PriceMap | None = None,
+                router: Router | None = None) -> ResponseCache | None:
     if not config.cache.enabled:
         return None
     c = config.cache
+    semantic = None
+    if c.semantic is not None and c.semantic.enabled:
+        from hitrate.semantic.lookup import build_semantic
+
+        semantic = build_semantic(c.semantic, router.resolve if router else None)
     return ResponseCache(build_store(c), ttl=c.ttl, namespace=c.namespace, mode=c.mode,
                          coalesce=c.coalesce, prices=prices,
-                         shared_namespaces=config.shared_namespaces)
+                         shared_namespaces=config.shared_namespaces, semantic=semantic)
 
 
 async def _sample_history(state: GatewayState) -> None:
@@ -140,10 +146,11 @@ def create_app(config: Config, cache: ResponseCache | None = None) -> Starlette:
 
         http = new_http_client()
         prices = build_prices(config)
-        engine = cache if cache is not None else build_cache(config, prices)
+        router = build_router(config, http)
+        engine = cache if cache is not None else build_cache(config, prices, router)
         if engine is not None:
             engine.stats.savings.aliases = {m.name: m.model for m in config.models if m.model}
-        state = GatewayState(config, engine, CachingProxy(engine), build_router(config, http),
+        state = GatewayState(config, engine, CachingProxy(engine), router,
                              http, time.time(), keyring, prices, history=History())
         refresh = config.costs.refresh
         if refresh is not None:

@@ -141,15 +141,18 @@ class CachingProxy:
         plan = cache.plan(kind, body, controls, scope=scope)
         found = await cache.lookup(plan)
         if found.entry is not None:
-            return self._serve_hit(plan, found.entry, body, streaming)
+            return self._serve_hit(plan, found.entry, body, streaming, found.similarity)
         headers = cache_headers(plan.status_if_not_hit, plan.key)
         if streaming:
             return await self._stream(kind, body, upstream, headers, plan, found.flight)
         return await self._fetch(kind, body, upstream, headers, plan, found.flight)
 
     def _serve_hit(self, plan: Plan, entry: Entry, body: dict[str, Any],
-                   streaming: bool) -> ProxyResponse:
-        headers = cache_headers("hit", plan.key, entry.age())
+                   streaming: bool, similarity: float | None = None) -> ProxyResponse:
+        headers = cache_headers("hit", entry.key, entry.age())
+        headers["x-hitrate-cache-kind"] = "exact" if similarity is None else "semantic"
+        if similarity is not None:
+            headers["x-hitrate-semantic-similarity"] = f"{min(1.0, max(0.0, similarity)):.4f}"
         if streaming:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             chunks = replay(plan.kind, entry.response, include_usage)

@@ -1,0 +1,125 @@
+"""Language-aware text analysis for the semantic verifier.
+
+We only need three things from a sentence: its content tokens in order (function words
+dropped, light stemming), its numbers, and whether it is negated. English-like text
+splits on word boundaries; Chinese uses jieba when installed (else single characters);
+Japanese splits into script runs (kanji, katakana, hiragana, latin) and drops lone
+particles.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+_KANA = re.compile(r"[\u3040-\u30ff]")
+_HAN = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf]")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
+_JA_RUNS = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf々〆]+|[\u30a0-\u30ffー]+|[a-z0-9]+|[\u3040-\u309f]+")
+
+EN_STOPWORDS = frozenset("""
+a an the is are was were be been being am do does did doing done have has had having
+i me my mine we us our you your yours he him his she her it its they them their this that
+these those there here of in on at to for from by with about into onto over under as
+and or but so if then than too very just also please kindly can could would should will
+shall may might must let lets s t d ll re ve m get got some any one ones thing things
+really actually exactly simply basically tell explain describe give show know want like
+need help way ways
+""".split())
+
+EN_NEGATIONS = frozenset("not no never none nobody nothing neither nor without cannot cant "
+                         "dont doesnt didnt isnt arent wasnt werent wont wouldnt shouldnt "
+                         "couldnt hasnt havent hadnt n't".split())
+
+ZH_STOPWORDS = frozenset("的 了 是 吗 呢 吧 啊 呀 嘛 么 请问 请 一下 我 你 他 她 它 我们 你们 "
+                         "他们 这 那 这个 那个 有 在 和 与 及 或 就 都 也 还 又 很 太 会 能 "
+                         "可以 要 想 把 被 给 让 对 从 到 为 以 之 其 个 些 一个 一些 告诉 说说 "
+                         "讲讲 介绍 解释 ？ ！ ， 。".split())
+ZH_NEGATIONS = ("不", "没", "無", "无", "非", "别", "未", "莫", "勿", "否")
+JA_NEGATIONS = ("ない", "ません", "ず", "なかった", "無い", "無し", "ぬ", "じゃない", "ではない")
+JA_PARTICLES = frozenset("は が を に で と も の へ や か ね よ な から まで より".split())
+# Japanese katakana/kanji runs that carry no content of their own.
+JA_STOPWORDS = frozenset("事 物 方 何 誰 ください".split())
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    normalized: str
+    tokens: tuple[str, ...]  # content tokens, in order
+    numbers: tuple[str, ...]  # sorted
+    negated: bool
+    entities: frozenset[str]  # content tokens that look like names (capitalised, acronyms)
+    script: str  # "latin" | "zh" | "ja"
+
+
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'})
+
+
+def _normalize(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).translate(_QUOTES).strip()
+
+
+def _stem(word: str) -> str:
+    if len(word) <= 3 or not word.isascii():
+        return word
+    for suffix in ("'s", "ies", "sses", "ing", "ed", "est", "er", "es", "s", "ly"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            base = word[: len(word) - len(suffix)]
+            return base + ("y" if suffix == "ies" else "ss" if suffix == "sses" else "")
+    return word
+
+
+@lru_cache(maxsize=1)
+def _jieba():  # pragma: no cover - depends on an optional package
+    try:
+        import jieba
+    except ImportError:
+        return None
+    jieba.setLogLevel(60)
+    return jieba
+
+
+def _latin_entities(text: str) -> set[str]:
+    """Capitalised words not at a sentence start, and acronyms (e.g. AWS, GPT-4)."""
+    out = set()
+    for match in re.finditer(r"(?<![.!?]\s)(?<!^)\b([A-Z][\w-]*)", text):
+        out.add(match.group(1).lower())
+    for match in re.finditer(r"\b([A-Z]{2,}[\w-]*)", text):
+        out.add(match.group(1).lower())
+    return out
+
+
+def is_acronym(token: str, original: str) -> bool:
+    return bool(re.search(rf"\b{re.escape(token.upper())}\b", original))
+
+
+@lru_cache(maxsize=4096)
+def analyze(text: str) -> Analysis:
+    norm = _normalize(text)
+    lower = norm.lower()
+    numbers = tuple(sorted(n.replace(",", "") for n in _NUMBER.findall(lower)))
+    entities = _latin_entities(norm)
+    if _KANA.search(lower):
+        # Hiragana runs carry inflection and aspect (止まっています "has stopped" vs
+        # 止まろうとしています "is about to stop"), so only lone particles are dropped.
+        tokens = [run for run in _JA_RUNS.findall(lower)
+                  if run not in JA_PARTICLES and run not in JA_STOPWORDS]
+        negated = any(marker in lower for marker in JA_NEGATIONS)
+        script = "ja"
+    elif _HAN.search(lower):
+        jieba = _jieba()
+        words = jieba.lcut(lower) if jieba else list(lower)
+        tokens = [w.strip() for w in words
+                  if w.strip() and w.strip() not in ZH_STOPWORDS and _WORD.fullmatch(w.strip())]
+        negated = any(marker in lower for marker in ZH_NEGATIONS)
+        script = "zh"
+    else:
+        words = [w.replace("'", "") if w.endswith("n't") else w for w in _WORD.findall(lower)]
+        negated = any(w in EN_NEGATIONS for w in words) or "n't" in lower
+        tokens = [_stem(w) for w in words if w not in EN_STOPWORDS and not w.isdigit()]
+        entities = {_stem(e) for e in entities}
+        script = "latin"
+    return Analysis(norm, tuple(tokens), numbers, negated, frozenset(entities), script)
