@@ -26,4 +26,10 @@ if [ ! -f .test-deps/azurite/node_modules/azurite/dist/src/blob/main.js ]; then
 fi
 # -- semantic cache -----------------------------------------------------------------
 # -- ops (dashboard browser test) ---------------------------------------------------
+# tests/ops/test_dashboard.py drives Debian's chromium through its chromedriver (selenium
+# comes with the `test` extra). If they cannot be installed, that test skips, saying why.
+if ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then
+  apt_install chromium chromium-driver fonts-dejavu-core \
+    || echo "warning: could not install chromium; the dashboard browser test will skip" >&2
+fi
 # -- KV cache -----------------------------------------------------------------------
