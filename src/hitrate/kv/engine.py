@@ -223,16 +223,20 @@ class KVEngine:
 
     # -- writes -------------------------------------------------------------------
 
-    def store(self, tokens: Any, kv: KVSource, *, wait: bool = False) -> int:
+    def store(self, tokens: Any, kv: KVSource, *, start: int = 0, wait: bool = False) -> int:
         """Queues the chunks of `tokens` that are not cached yet; returns how many.
 
-        `kv` holds the KV of exactly these tokens: a tensor whose `token_axis` has
-        len(tokens) entries, or a function (start, end) -> tensor of that token range.
-        The engine reads it later, on its writer thread: the caller must not modify it
+        `kv` holds the KV of tokens[start:]: a tensor whose `token_axis` has
+        len(tokens) - start entries, or a function (start, end) -> tensor of that token
+        range (absolute positions). `start` (a multiple of chunk_size) says the caller
+        knows the chunks before it are cached, or has no KV for them: they are skipped.
+        The engine reads `kv` later, on its writer thread: the caller must not modify it
         in place afterwards (pass a copy if it will). `wait=True` waits for the writes."""
         if self._closed:
             raise RuntimeError("KVEngine is closed")
-        chunks = self.keyer.chunks(tokens, partial=self.store_partial)
+        if start % self.chunk_size:
+            raise ValueError(f"start={start} is not a multiple of chunk_size={self.chunk_size}")
+        chunks = [c for c in self.keyer.chunks(tokens, partial=self.store_partial) if c.start >= start]
         self.stats.stores += 1
         if not chunks:
             return 0
@@ -245,7 +249,7 @@ class KVEngine:
         self.stats.chunks_skipped += len(chunks) - len(todo)
         if not todo:
             return 0
-        slicer = kv if callable(kv) else _slicer(kv, self.token_axis)
+        slicer = kv if callable(kv) else _slicer(kv, self.token_axis, start)
         self._slots.acquire()
         future = self._writer.submit(self._write, todo, slicer)
         self._pending.add(future)
@@ -354,8 +358,8 @@ class KVEngine:
         return await asyncio.to_thread(self.store, tokens, kv)
 
 
-def _slicer(kv: torch.Tensor, axis: int) -> Callable[[int, int], torch.Tensor]:
+def _slicer(kv: torch.Tensor, axis: int, offset: int) -> Callable[[int, int], torch.Tensor]:
     def cut(start: int, end: int) -> torch.Tensor:
-        return kv.narrow(axis, start, end - start)
+        return kv.narrow(axis, start - offset, end - start)
 
     return cut
