@@ -183,6 +183,10 @@ def flush(url: UrlOption = None, key: KeyOption = None, config: ConfigOption = N
 costs_app = typer.Typer(no_args_is_help=True, help="Model prices and context windows.")
 app.add_typer(costs_app, name="costs")
 
+from hitrate.kv.cli import app as kv_app  # noqa: E402 - typer only; torch loads on use
+
+app.add_typer(kv_app, name="kv")
+
 
 @costs_app.command("show")
 def costs_show(
