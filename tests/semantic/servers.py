@@ -107,7 +107,7 @@ class RedisSearchServer(Server):
         self.port = free_port()
         args = [str(server), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--protected-mode", "no", "--dir", str(directory), "--save", "",
-                "--appendonly", "yes", "--appendfsync", "always",
+                "--appendonly", "yes", "--appendfsync", "everysec",
                 "--loadmodule", str(search.resolve())]
         super().__init__(args, self._ping, directory / "redis.log")
 

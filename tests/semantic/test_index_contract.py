@@ -299,3 +299,31 @@ def test_backend_modules_import_lazily():
             "print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("kind", ["redis", "qdrant", "pgvector"])
+async def test_schema_dropped_behind_its_back_is_recreated(kind: str, request: pytest.FixtureRequest,
+                                                           tmp_path: Path):
+    """FLUSHALL / DROP TABLE / a deleted collection: a call fails (the engine counts a
+    miss), then the index recreates its schema and works again."""
+    owned = Backend(kind, request, tmp_path)
+    index = owned.open()
+    try:
+        await index.add("a", unit(1), scope="s", namespace="n", text="t", expires_at=None)
+        if kind == "redis":
+            await index.client.flushall()
+        elif kind == "qdrant":
+            await index.client.delete_collection(index.collection)
+        else:
+            async with index._pool.connection() as conn:
+                await conn.execute(f"DROP TABLE {index.table}")
+        with contextlib.suppress(Exception):
+            assert await index.search(unit(1), scope="s", k=1, min_score=0.5) == []
+        await index.add("b", unit(2), scope="s", namespace="n", text="t", expires_at=None)
+        deadline = time.monotonic() + 5
+        while not (found := await index.search(unit(2), scope="s", k=1, min_score=0.99)):
+            assert time.monotonic() < deadline  # RediSearch indexes existing hashes in the background
+            await asyncio.sleep(0.05)
+        assert [m.key for m in found] == ["b"]
+    finally:
+        await owned.drop()

@@ -36,8 +36,7 @@ class PgvectorIndex(ServerIndex):
                  timeout: float = 10.0):
         if not _IDENTIFIER.match(table):
             raise ValueError(f"table {table!r} is not a plain SQL identifier")
-        import numpy  # noqa: F401 - fail at construction, not on the first request
-        import pgvector.psycopg  # noqa: F401
+        import pgvector.psycopg  # noqa: F401 - a missing client fails here, not on a request
         import psycopg_pool  # noqa: F401
 
         super().__init__(dim)
@@ -121,12 +120,8 @@ class PgvectorIndex(ServerIndex):
 
     # -- protocol -------------------------------------------------------------------
 
-    async def add(self, key: str, vector: Any, *, scope: str, namespace: str, text: str,
-                  expires_at: float | None) -> None:
-        values = await self._vector_to_add(vector, expires_at)
-        if values is None:
-            await self.delete(key)
-            return
+    async def _store(self, key: str, values: Any, *, scope: str, namespace: str, text: str,
+                     expires_at: float | None) -> None:
         async with self._pool.connection() as conn:
             await conn.execute(
                 f"INSERT INTO {self.table} (key, scope, namespace, text, expires_at, embedding) "
@@ -137,12 +132,7 @@ class PgvectorIndex(ServerIndex):
         if time.monotonic() >= self._next_purge:
             await self.purge_expired()
 
-    async def search(self, vector: Any, *, scope: str, k: int, min_score: float) -> list[Match]:
-        import numpy as np
-
-        if k <= 0 or not await self._ensure():
-            return []
-        query = np.asarray(vector, dtype=np.float32)
+    async def _nearest(self, query: Any, *, scope: str, k: int, min_score: float) -> list[Match]:
         async with self._pool.connection() as conn:
             rows = await (await conn.execute(
                 f"SELECT key, text, embedding <=> %(q)s AS distance FROM {self.table} "

@@ -38,8 +38,6 @@ class QdrantIndex(ServerIndex):
                  collection: str = "hitrate_semantic", dim: int | None = None,
                  purge_interval: float = 60.0, timeout: int = 5, client: Any = None,
                  **client_options: Any):
-        import numpy  # noqa: F401 - fail at construction, not on the first request
-
         super().__init__(dim)
         self.collection = collection
         self.where = f"collection {collection!r}"
@@ -104,14 +102,10 @@ class QdrantIndex(ServerIndex):
 
     # -- protocol -------------------------------------------------------------------
 
-    async def add(self, key: str, vector: Any, *, scope: str, namespace: str, text: str,
-                  expires_at: float | None) -> None:
+    async def _store(self, key: str, values: Any, *, scope: str, namespace: str, text: str,
+                     expires_at: float | None) -> None:
         from qdrant_client import models
 
-        values = await self._vector_to_add(vector, expires_at)
-        if values is None:
-            await self.delete(key)
-            return
         payload = {"key": key, "text": text, "scope": scope, "namespace": namespace,
                    "expires_at": _NEVER if expires_at is None else float(expires_at)}
         await self.client.upsert(self.collection, points=[
@@ -119,14 +113,9 @@ class QdrantIndex(ServerIndex):
         if time.monotonic() >= self._next_purge:
             await self.purge_expired()
 
-    async def search(self, vector: Any, *, scope: str, k: int, min_score: float) -> list[Match]:
-        import numpy as np
-
-        if k <= 0 or not await self._ensure():
-            return []
-        query = np.asarray(vector, dtype=np.float32).tolist()
+    async def _nearest(self, query: Any, *, scope: str, k: int, min_score: float) -> list[Match]:
         found = await self.client.query_points(
-            self.collection, query=query, limit=k, score_threshold=min_score,
+            self.collection, query=query.tolist(), limit=k, score_threshold=min_score,
             query_filter=self._filter(scope=scope, live_after=time.time()),
             with_payload=["key", "text"], with_vectors=False)
         return [Match(str(point.payload["key"]), min(float(point.score), 1.0), str(point.payload["text"]))

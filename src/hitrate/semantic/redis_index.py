@@ -63,8 +63,6 @@ class RedisIndex(ServerIndex):
                  timeout: float = 5.0, client: Any = None, **client_options: Any):
         if algorithm.lower() not in ("hnsw", "flat"):
             raise ValueError(f"algorithm must be 'hnsw' or 'flat', not {algorithm!r}")
-        import numpy  # noqa: F401 - fail at construction, not on the first request
-
         super().__init__(dim)
         self.index_name = index_name
         self.where = f"RediSearch index {index_name!r}"
@@ -123,13 +121,9 @@ class RedisIndex(ServerIndex):
 
     # -- protocol -------------------------------------------------------------------
 
-    async def add(self, key: str, vector: Any, *, scope: str, namespace: str, text: str,
-                  expires_at: float | None) -> None:
-        values = await self._vector_to_add(vector, expires_at)
+    async def _store(self, key: str, values: Any, *, scope: str, namespace: str, text: str,
+                     expires_at: float | None) -> None:
         name = self.prefix + key
-        if values is None:
-            await self.client.delete(name)
-            return
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(name, mapping={
                 "vector": values.tobytes(), "scope": _tag(scope), "namespace": _tag(namespace),
@@ -142,16 +136,11 @@ class RedisIndex(ServerIndex):
                 pipe.pexpireat(name, math.ceil(expires_at * 1000))
             await pipe.execute()
 
-    async def search(self, vector: Any, *, scope: str, k: int, min_score: float) -> list[Match]:
-        import numpy as np
-
-        if k <= 0 or not await self._ensure():
-            return []
-        blob = np.asarray(vector, dtype=np.float32).tobytes()
-        query = (f"(@scope:{{{_tag(scope)}}} @expires_at:[({time.time():.6f} +inf])"
-                 f"=>[KNN {int(k)} @vector $vec AS __distance]")
+    async def _nearest(self, query: Any, *, scope: str, k: int, min_score: float) -> list[Match]:
+        knn = (f"(@scope:{{{_tag(scope)}}} @expires_at:[({time.time():.6f} +inf])"
+               f"=>[KNN {int(k)} @vector $vec AS __distance]")
         reply = await self.client.execute_command(
-            "FT.SEARCH", self.index_name, query, "PARAMS", 2, "vec", blob,
+            "FT.SEARCH", self.index_name, knn, "PARAMS", 2, "vec", query.tobytes(),
             "SORTBY", "__distance", "ASC", "RETURN", 3, "key", "text", "__distance",
             "LIMIT", 0, int(k), "DIALECT", 2)
         found = []

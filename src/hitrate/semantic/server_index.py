@@ -10,10 +10,12 @@ nothing. A schema that already exists on the server is reused with its own dimen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from hitrate.semantic.index import VectorIndex
+from hitrate.semantic.index import Match, VectorIndex
 
 
 class ServerIndex(VectorIndex):
@@ -21,6 +23,8 @@ class ServerIndex(VectorIndex):
     where: str = "index"  # names the schema in errors
 
     def __init__(self, dim: int | None) -> None:
+        import numpy  # noqa: F401 - a missing numpy fails at construction, not on a request
+
         self.dim = dim
         self._ready = False
         self._schema_lock = asyncio.Lock()
@@ -50,15 +54,47 @@ class ServerIndex(VectorIndex):
             self._ready = True
             return True
 
-    async def _vector_to_add(self, vector: Any, expires_at: float | None) -> Any:
-        """`vector` as float32, with the schema ready for it; None when the entry has
-        already expired (nothing to store)."""
+    async def _store(self, key: str, values: Any, *, scope: str, namespace: str, text: str,
+                     expires_at: float | None) -> None:
+        """Insert or replace one entry; `values` is float32 of the schema's dimension."""
+        raise NotImplementedError
+
+    async def _nearest(self, query: Any, *, scope: str, k: int, min_score: float) -> list[Match]:
+        """The search itself, on a schema that exists; `query` is float32."""
+        raise NotImplementedError
+
+    async def add(self, key: str, vector: Any, *, scope: str, namespace: str, text: str,
+                  expires_at: float | None) -> None:
         import numpy as np
 
         values = np.asarray(vector, dtype=np.float32)
-        await self._ensure(int(values.shape[0]))
-        if values.shape != (self.dim,):
-            raise ValueError(f"vector has shape {values.shape}, {self.where} has dim {self.dim}")
-        if expires_at is not None and expires_at <= time.time():
-            return None
-        return values
+        with self._recheck_schema_on_error():
+            await self._ensure(int(values.shape[0]))
+            if values.shape != (self.dim,):
+                raise ValueError(f"vector has shape {values.shape}, {self.where} has dim {self.dim}")
+            if expires_at is not None and expires_at <= time.time():
+                await self.delete(key)  # already expired: nothing to store, and no old version
+                return
+            await self._store(key, values, scope=scope, namespace=namespace, text=text,
+                              expires_at=expires_at)
+
+    async def search(self, vector: Any, *, scope: str, k: int, min_score: float) -> list[Match]:
+        import numpy as np
+
+        if k <= 0:
+            return []
+        with self._recheck_schema_on_error():
+            if not await self._ensure():
+                return []
+            return await self._nearest(np.asarray(vector, dtype=np.float32), scope=scope, k=k,
+                                       min_score=min_score)
+
+    @contextlib.contextmanager
+    def _recheck_schema_on_error(self) -> Iterator[None]:
+        # The schema may have gone (FLUSHALL, DROP TABLE, a deleted collection): after a
+        # failure, the next call looks again and recreates it (the dimension is known).
+        try:
+            yield
+        except Exception:
+            self._ready = False
+            raise
