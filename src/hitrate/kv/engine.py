@@ -203,9 +203,10 @@ class KVEngine:
         self.stats.hit_tokens += num
         return num
 
-    def retrieve(self, tokens: Any) -> KVHit:
+    def retrieve(self, tokens: Any, device: Any = None) -> KVHit:
         """The cached KV of the longest cached prefix of `tokens`, as one tensor
-        concatenated along the token axis (a fresh tensor; the caller owns it)."""
+        concatenated along the token axis (a fresh tensor; the caller owns it), on
+        `device` (default: where the first chunk is; GPU-tier chunks are on the GPU)."""
         import torch
 
         chunks = self.keyer.chunks(tokens, partial=True)
@@ -213,7 +214,8 @@ class KVEngine:
         self.stats.retrieves += 1
         if not found:
             return KVHit(0, None)
-        tensors = [t for t, _ in found]
+        target = torch.device(device) if device is not None else found[0][0].device
+        tensors = [t if t.device == target else t.to(target) for t, _ in found]
         kv = torch.cat(tensors, dim=self.token_axis)
         per_tier: dict[str, int] = {}
         for _, name in found:

@@ -135,10 +135,10 @@ def prefill(model: Any, tokens: Any, engine: KVEngine | None, *, store: bool = T
     kv = None
     if engine is not None:
         _check_engine(model, engine)
-        hit = engine.retrieve(ids)
+        hit = engine.retrieve(ids, device=model.device)
         cached = min(hit.num_tokens, len(ids) - 1)  # the last token is always recomputed
         if cached > 0:
-            kv = hit.kv.narrow(TOKEN_AXIS, 0, cached).to(model.device)
+            kv = hit.kv.narrow(TOKEN_AXIS, 0, cached)
     cache = cache_from_kv(kv, model.config)
     with torch.no_grad():
         out = model(input_ids=torch.tensor([ids[cached:]], device=model.device),
@@ -170,9 +170,9 @@ def generate(model: Any, tokenizer: Any, prompt: Any, engine: KVEngine, *, store
     ids = _ids(tokenizer, prompt)
     if not ids:
         raise ValueError("empty prompt")
-    hit = engine.retrieve(ids)
+    hit = engine.retrieve(ids, device=model.device)
     cached = min(hit.num_tokens, len(ids) - 1)
-    kv = hit.kv.narrow(TOKEN_AXIS, 0, cached).to(model.device) if cached > 0 else None
+    kv = hit.kv.narrow(TOKEN_AXIS, 0, cached) if cached > 0 else None
     cache = cache_from_kv(kv, model.config)
     input_ids = torch.tensor([ids], device=model.device)
     with torch.no_grad():

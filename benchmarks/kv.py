@@ -1,0 +1,200 @@
+"""KV cache: time to first token with and without cached prefix KV, per tier.
+
+A random-weight Llama-style model (8 layers, GQA 8/2 heads, head dim 64, float32,
+built from a config) prefills prompts of N shared-prefix tokens + 64 new tokens. For
+each N: one cold prefill of the whole prompt (the baseline), then, per tier, the
+prefix's chunks are stored (store bandwidth), loaded (load bandwidth), and the prompt
+is prefilled again reusing them (warm TTFT). Exactness: the warm logits against the
+same computation fed KV that never left the model (`max_abs_diff`, expected 0.0) and
+against the cold full prefill (`max_abs_diff_vs_full_prefill`: other matmul shapes).
+
+Prints one JSON line. Wall and CPU seconds (the machine is shared and noisy).
+Usage: python benchmarks/kv.py [--tokens 2048 8192 16384] [--tiers cpu disk redis]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+
+import torch
+
+from hitrate.kv import hf
+from hitrate.kv.tiers import CPUTier, StoreTier
+
+MB = 1024 * 1024
+
+
+def build_model(layers: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=32000, hidden_size=512, intermediate_size=1536,
+                         num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=2,
+                         head_dim=64, max_position_embeddings=65536, tie_word_embeddings=False)
+    return LlamaForCausalLM(config).eval()
+
+
+def timed(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def ttft(model, tokens, engine):
+    """Prefill (reusing `engine`'s chunks when given) and pick the first token."""
+    out = hf.prefill(model, tokens, engine, store=False)
+    out.logits.argmax().item()
+    return out
+
+
+class Redis:
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server not found (install it or pass --tiers cpu disk)")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--maxmemory", "2gb"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def make_tier(kind: str, workdir: str, redis: Redis | None):
+    if kind == "cpu":
+        return CPUTier(4096 * MB)
+    if kind == "disk":
+        from hitrate.stores.disk import DiskStore
+
+        return StoreTier(DiskStore(tempfile.mkdtemp(dir=workdir), max_bytes=8192 * MB), name="disk")
+    from hitrate.kv.settings import remote_store
+
+    assert redis is not None
+    return StoreTier(remote_store(redis.url, timeout=60.0), name="redis")
+
+
+def run_length(model, n: int, suffix: int, tiers: list[str], repeats: int, workdir: str, redis) -> dict:
+    g = torch.Generator().manual_seed(n)
+    vocab = model.config.vocab_size
+    prefix = torch.randint(0, vocab, (n,), generator=g).tolist()
+    prompt = prefix + torch.randint(0, vocab, (suffix,), generator=g).tolist()
+
+    cold, cold_wall, cold_cpu = timed(lambda: ttft(model, prompt, None))
+    kv_bytes = None
+    # The same computation as a warm run, fed KV that never left the model.
+    kv_ref = torch.stack([torch.stack((layer.keys[0, :, :n], layer.values[0, :, :n]))
+                          for layer in cold.cache.layers]).clone()
+    with torch.no_grad():
+        reference = model(input_ids=torch.tensor([prompt[n:]]), use_cache=True, logits_to_keep=1,
+                          past_key_values=hf.cache_from_kv(kv_ref, model.config)).logits[0, -1]
+    kv_bytes = kv_ref.numel() * kv_ref.element_size()
+    out: dict = {"prompt_tokens": len(prompt), "cached_prefix_tokens": n, "new_tokens": suffix,
+                 "kv_bytes": kv_bytes, "cold_ttft_wall_s": round(cold_wall, 4),
+                 "cold_ttft_cpu_s": round(cold_cpu, 4), "tiers": {}}
+    slicer = hf.kv_slicer(cold.cache)
+    for kind in tiers:
+        engine = hf.make_engine(model, [make_tier(kind, workdir, redis)], model_id=f"bench-{n}")
+        try:
+            _, store_wall, _ = timed(lambda e=engine: e.store(prefix, slicer, wait=True))
+            loads = [timed(lambda e=engine: e.retrieve(prefix))[1] for _ in range(repeats)]
+            runs = [timed(lambda e=engine: ttft(model, prompt, e)) for _ in range(repeats)]
+            warm = runs[-1][0]
+            assert warm.cached_tokens == n, (kind, warm.cached_tokens)
+            wall = statistics.median(r[1] for r in runs)
+            cpu = statistics.median(r[2] for r in runs)
+            out["tiers"][kind] = {
+                "warm_ttft_wall_s": round(wall, 4), "warm_ttft_cpu_s": round(cpu, 4),
+                "warm_ttft_wall_min_s": round(min(r[1] for r in runs), 4),
+                "ttft_wall_speedup": round(cold_wall / wall, 2),
+                "ttft_cpu_speedup": round(cold_cpu / cpu, 2),
+                "max_abs_diff": (warm.logits - reference).abs().max().item(),
+                "max_abs_diff_vs_full_prefill": (warm.logits - cold.logits).abs().max().item(),
+                "store_MBps": round(kv_bytes / MB / store_wall, 1),
+                "load_MBps": round(kv_bytes / MB / statistics.median(loads), 1),
+                "load_s": round(statistics.median(loads), 4),
+            }
+            engine.clear()
+        finally:
+            engine.close()
+    return out
+
+
+def memcpy_MBps(nbytes: int) -> float:
+    """A plain tensor copy of at least 256 MB (larger than any cache): the memory
+    bandwidth the CPU tier's loads are compared with."""
+    nbytes = max(nbytes, 256 * MB)
+    src = torch.empty(nbytes // 4, dtype=torch.float32).fill_(1.0)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    samples = []
+    for _ in range(5):
+        t = time.perf_counter()
+        dst.copy_(src)
+        samples.append(time.perf_counter() - t)
+    return round(nbytes / MB / min(samples), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[2048, 8192, 16384],
+                        help="cached prefix lengths")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--tiers", nargs="+", default=["cpu", "disk", "redis"],
+                        choices=["cpu", "disk", "redis"])
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    model = build_model(args.layers)
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[1, 2, 3]]))  # warm-up: first-call overheads
+    redis = Redis() if "redis" in args.tiers else None
+    workdir = tempfile.mkdtemp(prefix="hitrate-kv-bench-")
+    try:
+        results = {f"tokens_{n}": run_length(model, n, args.new_tokens, args.tiers, args.repeats, workdir,
+                                             redis)
+                   for n in args.tokens}
+    finally:
+        if redis is not None:
+            redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    config = model.config
+    bytes_per_token = (config.num_hidden_layers * 2 * config.num_key_value_heads * config.head_dim
+                       * torch.finfo(model.dtype).bits // 8)
+    largest = max(r["kv_bytes"] for r in results.values())
+    print(json.dumps({
+        "benchmark": "kv", "model": {"layers": config.num_hidden_layers, "hidden": config.hidden_size,
+                                     "heads": config.num_attention_heads,
+                                     "kv_heads": config.num_key_value_heads, "head_dim": config.head_dim,
+                                     "dtype": "float32"},
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "chunk_size": 256, "bytes_per_token": bytes_per_token,
+        "memcpy_MBps": memcpy_MBps(largest), "results": results,
+    }))
+
+
+if __name__ == "__main__":
+    main()
