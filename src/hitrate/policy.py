@@ -7,6 +7,7 @@ way the checksum missed) is never served.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -30,14 +31,14 @@ def _is_json(text: str) -> bool:
     return True
 
 
-def chat_rejection(request: dict[str, Any], response: Any) -> str | None:
-    """None if this chat completion may be cached, else the reason it may not."""
+def _finished_choices(response: Any,
+                      check: Callable[[dict[str, Any]], str | None]) -> str | None:
+    """Rules shared by chat and completions; `check` judges one finished choice."""
     if not isinstance(response, dict) or "error" in response:
         return "error"
     choices = response.get("choices")
     if not isinstance(choices, list) or not choices:
         return "no_choices"
-    json_mode = wants_json(request)
     for choice in choices:
         if not isinstance(choice, dict):
             return "malformed"
@@ -46,6 +47,17 @@ def chat_rejection(request: dict[str, Any], response: Any) -> str | None:
             return f"finish_reason_{finish}"
         if finish is None:
             return "unfinished"
+        reason = check(choice)
+        if reason:
+            return reason
+    return None
+
+
+def chat_rejection(request: dict[str, Any], response: Any) -> str | None:
+    """None if this chat completion may be cached, else the reason it may not."""
+    json_mode = wants_json(request)
+
+    def check(choice: dict[str, Any]) -> str | None:
         message = choice.get("message")
         if not isinstance(message, dict):
             return "malformed"
@@ -56,28 +68,19 @@ def chat_rejection(request: dict[str, Any], response: Any) -> str | None:
             return "empty"
         if json_mode and not has_call and not _is_json(content):
             return "invalid_json"
-    return None
+        return None
+
+    return _finished_choices(response, check)
 
 
 def completion_rejection(request: dict[str, Any], response: Any) -> str | None:
     """Same rules for the legacy /v1/completions shape (`choices[].text`)."""
-    if not isinstance(response, dict) or "error" in response:
-        return "error"
-    choices = response.get("choices")
-    if not isinstance(choices, list) or not choices:
-        return "no_choices"
-    for choice in choices:
-        if not isinstance(choice, dict):
-            return "malformed"
-        finish = choice.get("finish_reason")
-        if finish in UNCACHEABLE_FINISH_REASONS:
-            return f"finish_reason_{finish}"
-        if finish is None:
-            return "unfinished"
+
+    def check(choice: dict[str, Any]) -> str | None:
         text = choice.get("text")
-        if not isinstance(text, str) or text.strip() == "":
-            return "empty"
-    return None
+        return "empty" if not isinstance(text, str) or text.strip() == "" else None
+
+    return _finished_choices(response, check)
 
 
 def embedding_rejection(item: Any) -> str | None:
