@@ -296,3 +296,14 @@ def test_costs_show_reads_config_overrides(tmp_path):
     result = _costs_cli("house", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert "$2 / 1M tokens" in result.stdout and "$4 / 1M tokens" in result.stdout
+
+
+def test_a_good_map_is_used_even_if_its_local_copy_cannot_be_written(make_gateway, files,
+                                                                      tmp_path):
+    (tmp_path / "not-a-dir").write_text("a file where a folder should be")
+    files.publish("prices.json", litellm_style_map(5e-7))
+    gateway = make_gateway(master_key=MASTER, costs={"refresh": refresh_config(
+        files.url("prices.json"), tmp_path / "not-a-dir" / "prices.json")})
+    wait_for(lambda: price_of(gateway, "gpt-4o-mini")["input_cost_per_token"] == 5e-7)
+    time.sleep(0.3)
+    assert files.gets == ["/prices.json"]  # fetched once, not again and again

@@ -106,12 +106,11 @@ class PriceRefresher:
         return parsed
 
     async def refresh_once(self) -> RefreshResult:
-        """Fetch, validate, persist, swap. Never raises."""
+        """Fetch, validate, swap, persist. Never raises."""
         self.last_attempt = time.time()
         try:
             raw = await self._fetch()
             parsed = self._validate(raw)
-            await asyncio.to_thread(self._write_cache, raw)
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             if not self._failing:
@@ -123,6 +122,10 @@ class PriceRefresher:
         self.last_success = time.time()
         self.last_error = None
         self._failing = False
+        try:
+            await asyncio.to_thread(self._write_cache, raw)
+        except OSError as exc:  # a good map is still good without its local copy
+            log.warning("cannot write price cache %s: %s", self.cache_file, exc)
         n = parsed.distinct_models
         log.info("price map refreshed from %s: %d models", self.source, n)
         return RefreshResult(True, n, f"refreshed: {n} models"
@@ -131,14 +134,17 @@ class PriceRefresher:
 
     # -- background loop ---------------------------------------------------------
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Load the last good copy, then refresh in the background when it is due."""
-        self.load_cached()
+        await asyncio.to_thread(self.load_cached)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="price-refresh")
 
     async def _run(self) -> None:
         while True:
             age = self._cache_age()
+            if self.last_success is not None:  # the cache file may be unwritable
+                since = time.time() - self.last_success
+                age = since if age is None else min(age, since)
             due = 0.0 if age is None else max(0.0, self.max_age - age)
             if self._failing:
                 due = min(self.max_age, _RETRY_AFTER_FAILURE)

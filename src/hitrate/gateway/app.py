@@ -156,7 +156,7 @@ def create_app(config: Config, cache: ResponseCache | None = None) -> Starlette:
         if refresh is not None:
             state.refresher = PriceRefresher(prices, refresh.source, refresh.cache_file,
                                              refresh.max_age, refresh.timeout)
-            state.refresher.start()
+            await state.refresher.start()
         state.history.add(admin.counters(state))  # the charts' zero point
         state.tasks.append(asyncio.get_running_loop().create_task(_sample_history(state)))
         if engine is not None and engine.semantic is not None:
