@@ -10,12 +10,13 @@ import pytest
 from hitrate.config import parse_config
 from hitrate.stores import build_store
 from hitrate.stores.redis import RedisStore
+from tests.backends.conftest import RELAXED
 from tests.backends.contract import check_batch, check_protocol, check_ttl
 from tests.conftest import ask
 
 
 def redis_store(server, **kwargs) -> RedisStore:
-    return RedisStore(host="127.0.0.1", port=server.port, **kwargs)
+    return RedisStore(host="127.0.0.1", port=server.port, **RELAXED, **kwargs)
 
 
 async def test_protocol(redis_db):
@@ -110,7 +111,7 @@ async def test_tls_rediss_url(servers, tmp_path):
 
 
 def test_gateway_over_redis_shares_entries_between_replicas(redis_db, backend_gateway, upstream):
-    cache = {"type": "redis", "redis": {"url": redis_db.url}, "ttl": 60}
+    cache = {"type": "redis", "redis": {"url": redis_db.url}, "ttl": 60, "circuit": RELAXED}
     one, two = backend_gateway(cache), backend_gateway(cache)
     headers, first = ask(one.client(), "hello redis")
     assert headers["x-hitrate-cache"] == "miss"

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from hitrate.config import parse_config
 from hitrate.stores import build_store
-from tests.backends.conftest import redis_cmd
+from tests.backends.conftest import RELAXED, redis_cmd
 from tests.backends.contract import check_batch, check_protocol, check_ttl
 
 
 def cluster_config(redis_cluster, **extra):
     return {"type": "redis-cluster", "redis": {"startup_nodes": redis_cluster.startup_nodes},
-            **extra}
+            "circuit": RELAXED, **extra}
 
 
 async def test_protocol_across_slots(redis_cluster):
@@ -34,7 +34,7 @@ async def test_protocol_across_slots(redis_cluster):
 async def test_litellm_startup_nodes(redis_cluster):
     nodes = [{"host": "127.0.0.1", "port": str(n.port)} for n in redis_cluster.nodes[:1]]
     config = parse_config({"model_list": [], "litellm_settings": {"cache": True, "cache_params": {
-        "type": "redis", "redis_startup_nodes": nodes}}})
+        "type": "redis", "redis_startup_nodes": nodes, "socket_timeout": 0.25}}})
     assert config.cache.type == "redis-cluster"
     store = build_store(config.cache)  # one startup node is enough to find the others
     try:

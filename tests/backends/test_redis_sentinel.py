@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.backends.conftest import start_sentinel_set
+from tests.backends.conftest import RELAXED, start_sentinel_set
 from tests.conftest import ask
 
 
@@ -19,7 +19,7 @@ def test_failover_under_traffic(servers, backend_gateway, upstream):
         "type": "redis-sentinel", "ttl": 300,
         "redis": {"sentinel_nodes": [f"127.0.0.1:{sentinels.sentinel_port}"],
                   "service_name": sentinels.service},
-        "circuit": {"recovery_time": 0.2, "max_recovery_time": 0.5}})
+        "circuit": {"recovery_time": 0.2, "max_recovery_time": 0.5, **RELAXED}})
     client = gateway.client(timeout=30)
     assert ask(client, "before failover")[0]["x-hitrate-cache"] == "miss"
     assert ask(client, "before failover")[0]["x-hitrate-cache"] == "hit"

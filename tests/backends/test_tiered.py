@@ -12,9 +12,10 @@ import pytest
 from hitrate.stores.memory import MemoryStore
 from hitrate.stores.redis import RedisStore
 from hitrate.stores.tiered import TieredStore
+from tests.backends.conftest import RELAXED
 from tests.conftest import ask
 
-FAST_RECOVERY = {"recovery_time": 0.2, "max_recovery_time": 0.5}
+FAST_RECOVERY = {"recovery_time": 0.2, "max_recovery_time": 0.5, **RELAXED}
 
 
 def tiered(redis, ttl=60, l1_ttl=60):
@@ -86,9 +87,9 @@ def test_l1_never_outlives_the_l2_ttl(redis_db, backend_gateway, upstream):
 
 
 async def test_promotion_uses_remaining_ttl_and_skips_raced_reads(redis_db):
-    l2 = RedisStore(port=redis_db.port)
+    l2 = RedisStore(port=redis_db.port, **RELAXED)
     store = TieredStore(MemoryStore(), l2, l1_ttl=60)
-    other = TieredStore(MemoryStore(), RedisStore(port=redis_db.port), l1_ttl=60)
+    other = TieredStore(MemoryStore(), RedisStore(port=redis_db.port, **RELAXED), l1_ttl=60)
     try:
         await store.get("hitrate:v1:t:chat:warm")
         await other.get("hitrate:v1:t:chat:warm")

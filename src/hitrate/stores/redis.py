@@ -12,8 +12,15 @@ commands, which redis-py routes node by node.
 
 redis-py's own retries are off (`Retry(NoBackoff(), 0)`): a retry would only stretch
 the time a request waits on a sick backend. Recovery is the circuit breaker's job
-(`remote.py`). The socket timeouts are a backstop behind the per-operation
-`asyncio.timeout`, which is what normally fires.
+(`remote.py`).
+
+Timeouts: `timeout` (default 50 ms) is redis-py's `socket_timeout`, so it bounds every
+wait for a reply, and a hung server is detected within it. It is not one deadline for
+the whole operation, because an operation that has to open a connection first spends a
+few round trips on the handshake (HELLO, CLIENT SETINFO...), and a burst of them on a
+cold pool (startup, or just after an outage) queues on our own event loop: that is not
+the server's fault and must not open the circuit. `connect_timeout` bounds the TCP
+connect, and `deadline` (default max(0.5 s, 10 x timeout)) the whole operation.
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hitrate.stores.remote import Item, RemoteStore
 
@@ -60,6 +68,30 @@ def parse_nodes(nodes: Sequence[Any], field: str) -> list[Node]:
     return out
 
 
+class _SentinelPool(SentinelConnectionPool):
+    """Asks Sentinel for the master at most every `MASTER_TTL` seconds, and once for
+    concurrent callers, instead of once per new connection: a burst of new connections
+    (a cold pool under load) would otherwise queue Sentinel round trips inside the
+    per-operation timeout, and time out against a healthy master. After a failover the
+    old address fails, the circuit opens, and the probe that closes it comes after the
+    cached address has expired."""
+
+    MASTER_TTL = 0.5
+    _discovery: asyncio.Future[Any] | None = None
+    _discovered_at = 0.0
+
+    async def get_master_address(self) -> Any:
+        now = time.monotonic()
+        future = self._discovery
+        stale = future is None or (future.done() and (
+            future.cancelled() or future.exception() is not None
+            or now - self._discovered_at >= self.MASTER_TTL))
+        if stale:
+            future = self._discovery = asyncio.ensure_future(super().get_master_address())
+            self._discovered_at = now
+        return await asyncio.shield(future)  # type: ignore[arg-type]
+
+
 class RedisStore(RemoteStore):
     default_timeout = 0.05
 
@@ -81,15 +113,18 @@ class RedisStore(RemoteStore):
         service_name: str | None = None,
         sentinel_password: str | None = None,
         max_connections: int | None = None,
+        connect_timeout: float | None = None,
         **guard: Any,
     ):
         self.name = {"standalone": "redis", "cluster": "redis-cluster",
                      "sentinel": "redis-sentinel"}[mode]
+        timeout = guard.get("timeout") or self.default_timeout
+        guard.setdefault("deadline", max(0.5, 10 * timeout))
         super().__init__(**guard)
         self.mode = mode
-        backstop = max(self.timeout * 2, 0.2)
+        connect_timeout = connect_timeout or max(0.2, 4 * self.timeout)
         common: dict[str, Any] = {
-            "socket_timeout": backstop, "socket_connect_timeout": backstop,
+            "socket_timeout": self.timeout, "socket_connect_timeout": connect_timeout,
             "retry": Retry(NoBackoff(), 0), "decode_responses": False,
         }
         if max_connections:
@@ -100,7 +135,7 @@ class RedisStore(RemoteStore):
             tls = {"ssl": True, "ssl_cert_reqs": ssl_cert_reqs}
             if ssl_ca_certs:
                 tls["ssl_ca_certs"] = ssl_ca_certs
-        self._subscriber_kwargs = {**auth, **tls, "socket_connect_timeout": backstop,
+        self._subscriber_kwargs = {**auth, **tls, "socket_connect_timeout": connect_timeout,
                                    "socket_timeout": None, "retry": Retry(NoBackoff(), 0)}
         self._sentinel: Sentinel | None = None
         self.client: Any
@@ -115,11 +150,14 @@ class RedisStore(RemoteStore):
         elif mode == "sentinel":
             if not sentinel_nodes or not service_name:
                 raise ValueError("redis-sentinel needs sentinel_nodes and service_name")
-            sentinel_kwargs = {"socket_timeout": backstop, "socket_connect_timeout": backstop,
+            # Sentinel is asked once per MASTER_TTL at most, off the hot path: connect budget.
+            sentinel_kwargs = {"socket_timeout": connect_timeout,
+                               "socket_connect_timeout": connect_timeout,
                                "password": sentinel_password}
             self._sentinel = Sentinel(list(sentinel_nodes), sentinel_kwargs=sentinel_kwargs,
                                       **common, **tls)
-            self.client = self._sentinel.master_for(service_name, db=db, **auth)
+            self.client = self._sentinel.master_for(service_name, db=db,
+                                                    connection_pool_class=_SentinelPool, **auth)
         elif url:
             if ssl and url.startswith("redis://"):
                 url = "rediss://" + url.removeprefix("redis://")
@@ -143,6 +181,9 @@ class RedisStore(RemoteStore):
     async def _prepare(self) -> None:
         if self.mode == "cluster":  # topology discovery: several round trips, once
             await asyncio.wait_for(self.client.initialize(), max(1.0, 20 * self.timeout))
+
+    def _is_timeout(self, exc: Exception) -> bool:
+        return isinstance(exc, RedisTimeoutError)
 
     async def _get(self, key: str) -> bytes | None:
         return await self.client.get(key)

@@ -5,7 +5,9 @@ coroutines with its client library; this class wraps every one of them in the sa
 failure behaviour, so no backend can get it wrong:
 
 - a per-operation timeout (`timeout`, small for Redis, larger for object storage;
-  admin scans and clears get `admin_timeout`),
+  admin scans and clears get `admin_timeout`). A backend whose client enforces
+  `timeout` itself, per socket read (Redis), sets a larger `deadline` here as the hard
+  bound of a whole operation, connection setup included;
 - the circuit breaker (`stores/circuit.py`): after a failure the backend is not called
   again until a single probe shows it is back,
 - counters (`stats()`) and the breaker state (`circuit_state()`) for metrics.
@@ -42,6 +44,7 @@ class RemoteStore(ByteStore):
         self,
         *,
         timeout: float | None = None,
+        deadline: float | None = None,
         admin_timeout: float = 30.0,
         failure_threshold: int = 1,
         recovery_time: float = 1.0,
@@ -50,7 +53,8 @@ class RemoteStore(ByteStore):
         self.timeout = timeout if timeout is not None else self.default_timeout
         if self.timeout <= 0:
             raise ValueError("timeout must be positive")
-        self.admin_timeout = max(admin_timeout, self.timeout)
+        self.deadline = max(deadline or 0.0, self.timeout)
+        self.admin_timeout = max(admin_timeout, self.deadline)
         self.breaker = CircuitBreaker(self.name, failure_threshold=failure_threshold,
                                       recovery_time=recovery_time,
                                       max_recovery_time=max_recovery_time)
@@ -112,20 +116,24 @@ class RemoteStore(ByteStore):
         probe = self.breaker.before()
         try:
             await self._ensure_prepared()
-            async with asyncio.timeout(timeout or self.timeout):
+            async with asyncio.timeout(timeout or self.deadline):
                 result = await op()
         except asyncio.CancelledError:
             self.breaker.abandoned(probe)
             raise
         except TimeoutError as exc:
             self.breaker.failure(probe, exc, timeout=True)
-            raise BackendTimeout(f"{self.name}: no answer within {timeout or self.timeout:g}s"
+            raise BackendTimeout(f"{self.name}: no answer within {timeout or self.deadline:g}s"
                                  ) from None
         except Exception as exc:
-            self.breaker.failure(probe, exc)
+            self.breaker.failure(probe, exc, timeout=self._is_timeout(exc))
             raise
         self.breaker.success(probe)
         return result
+
+    def _is_timeout(self, exc: Exception) -> bool:
+        """Whether a client library's own exception means "timed out"."""
+        return False
 
     def _count(self, values: Sequence[Any]) -> None:
         hits = sum(v is not None for v in values)
@@ -187,7 +195,7 @@ class RemoteStore(ByteStore):
         """A real round trip whatever the circuit says; its verdict moves the circuit."""
         try:
             await self._ensure_prepared()
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.deadline):
                 await self._ping()
         except Exception as exc:
             self.breaker.force(False, exc)
