@@ -82,10 +82,13 @@ class SemanticLayer:
 
     async def warm(self) -> None:
         """Load the embedder and the tokenizers before the first request needs them."""
+        from hitrate.semantic.embedders import CachedEmbedder, LocalEmbedder
         from hitrate.semantic.text import analyze
 
+        inner = self.embedder.inner if isinstance(self.embedder, CachedEmbedder) else self.embedder
         try:
-            await self.vector("warm up")
+            if isinstance(inner, LocalEmbedder):  # never spend a paid upstream call on this
+                await inner.embed(["warm up"])
             analyze("预热")  # jieba's dictionary loads on first use (~1 s)
         except Exception as exc:  # the first real lookup will report it
             log.debug("semantic warm-up failed: %s", exc)
