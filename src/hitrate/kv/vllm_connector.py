@@ -10,7 +10,8 @@
 cpu_size_mb, disk_dir, remote_url, ...), plus `config` (a hitrate config file whose
 `kv:` section is the base) and `model_id` (default: the served model path and
 revision). HITRATE_KV_* environment variables win over both. vLLM's own prefix cache
-can stay on: hitrate is asked only for tokens beyond what vLLM already holds.
+may stay on: hitrate is asked only for tokens beyond what vLLM already holds (the tests
+run with it off, so that every cached token provably came through hitrate).
 
 How it moves data: the per-layer paged cache is a `[blocks, heads, block_size, C]`
 view. A token slot is row `offset` of block `block_id`; a chunk is the rows of its
@@ -159,7 +160,7 @@ class HitrateConnector(KVConnectorBase_V1):
         self.engine = shared_engine(self.namespace, self.settings)
         # scheduler side
         self._tracked: dict[str, _Tracked] = {}
-        self._load_plan: dict[str, tuple[int, int]] = {}
+        self._load_plan: dict[str, int] = {}  # request id -> external tokens to load
         # worker side
         self._kv_caches: dict[str, torch.Tensor] = {}
         self._saving: dict[str, dict[str, torch.Tensor]] = {}
@@ -191,10 +192,11 @@ class HitrateConnector(KVConnectorBase_V1):
 
     def update_state_after_alloc(self, request: Request, blocks: KVCacheBlocks,
                                  num_external_tokens: int) -> None:
-        """Scheduler, after it allocated blocks for the request's external tokens."""
+        """Scheduler, after it allocated blocks for the request's external tokens.
+        (request.num_computed_tokens is not updated yet: the range is fixed in
+        build_connector_meta, where the scheduled request carries local + external.)"""
         if num_external_tokens > 0:
-            start = request.num_computed_tokens
-            self._load_plan[request.request_id] = (start, start + num_external_tokens)
+            self._load_plan[request.request_id] = num_external_tokens
 
     def build_connector_meta(self, scheduler_output: SchedulerOutput) -> KVConnectorMetadata:
         """Scheduler, once per step: which loads and saves the workers do this step."""
@@ -203,9 +205,10 @@ class HitrateConnector(KVConnectorBase_V1):
         for new in scheduler_output.scheduled_new_reqs:
             tracked = _Tracked(list(new.prompt_token_ids or []), list(new.block_ids[0]))
             self._tracked[new.req_id] = tracked
-            plan = self._load_plan.pop(new.req_id, None)
-            if plan is not None:
-                start, end = plan
+            external = self._load_plan.pop(new.req_id, None)
+            if external is not None:
+                end = new.num_computed_tokens  # vLLM's own prefix hit + ours
+                start = end - external
                 tracked.loaded_end = end
                 meta.loads.append(LoadSpec(new.req_id, tracked.tokens[:end], start, tracked.block_ids))
             done = new.num_computed_tokens + scheduled.get(new.req_id, 0)
