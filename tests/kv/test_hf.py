@@ -18,20 +18,21 @@ from .conftest import random_tokens  # noqa: E402
 PREFIX = 512  # two 256-token chunks shared between the prompts
 
 
-def make_tiers(kind: str, tmp_path, redis_url_factory):
+def make_tiers(kind: str, tmp_path, fixture):
     if kind == "cpu":
         return [CPUTier(256 << 20)]
     if kind == "disk":
         return [StoreTier(DiskStore(tmp_path / "kv"), name="disk")]
     from hitrate.kv.settings import remote_store
 
-    return [StoreTier(remote_store(redis_url_factory()), name="remote")]
+    url = fixture("redis_url" if kind == "redis" else "s3_url")
+    return [StoreTier(remote_store(url), name=kind)]
 
 
 @pytest.fixture
 def tiers_for(tmp_path, request):
     def make(kind: str):
-        return make_tiers(kind, tmp_path, lambda: request.getfixturevalue("redis_url"))
+        return make_tiers(kind, tmp_path, request.getfixturevalue)
 
     return make
 
@@ -52,7 +53,7 @@ def full_logits(model, tokens: list[int]) -> torch.Tensor:
         return model(input_ids=torch.tensor([tokens]), logits_to_keep=1).logits[0, -1]
 
 
-@pytest.mark.parametrize("tier", ["cpu", "disk", "redis"])
+@pytest.mark.parametrize("tier", ["cpu", "disk", "redis", "s3"])
 def test_cached_logits_equal_uncached(llama, tiers_for, tier, record_property):
     engine = hf.make_engine(llama, tiers_for(tier), model_id=f"tiny-llama-{tier}")
     try:

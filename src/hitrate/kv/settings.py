@@ -57,12 +57,17 @@ def remote_store(url: str, timeout: float = 10.0) -> ByteStore:
 
         return RedisStore(url=url, timeout=timeout)
     if url.startswith("s3://"):
-        from urllib.parse import urlparse
+        # s3://bucket/prefix[?endpoint_url=http://host:port&region=...] (credentials: the
+        # usual AWS environment variables / config files).
+        from urllib.parse import parse_qs, urlparse
 
         from hitrate.stores import s3
 
         parsed = urlparse(url)
-        return s3.S3Store(bucket=parsed.netloc, prefix=parsed.path.lstrip("/"), timeout=timeout)
+        query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        return s3.S3Store(parsed.netloc, prefix=parsed.path.strip("/") or "hitrate",
+                          endpoint_url=query.get("endpoint_url"), region=query.get("region"),
+                          timeout=timeout)
     raise ValueError(f"unsupported KV remote URL {url!r}")
 
 
