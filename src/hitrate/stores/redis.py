@@ -20,7 +20,8 @@ the whole operation, because an operation that has to open a connection first sp
 few round trips on the handshake (HELLO, CLIENT SETINFO...), and a burst of them on a
 cold pool (startup, or just after an outage) queues on our own event loop: that is not
 the server's fault and must not open the circuit. `connect_timeout` bounds the TCP
-connect, and `deadline` (default max(0.5 s, 10 x timeout)) the whole operation.
+connect (default max(0.2 s, 2 x timeout)), and `deadline` (default max(0.5 s,
+3 x timeout)) the whole operation.
 """
 
 from __future__ import annotations
@@ -119,10 +120,10 @@ class RedisStore(RemoteStore):
         self.name = {"standalone": "redis", "cluster": "redis-cluster",
                      "sentinel": "redis-sentinel"}[mode]
         timeout = guard.get("timeout") or self.default_timeout
-        guard.setdefault("deadline", max(0.5, 10 * timeout))
+        guard.setdefault("deadline", max(0.5, 3 * timeout))
         super().__init__(**guard)
         self.mode = mode
-        connect_timeout = connect_timeout or max(0.2, 4 * self.timeout)
+        connect_timeout = connect_timeout or max(0.2, 2 * self.timeout)
         common: dict[str, Any] = {
             "socket_timeout": self.timeout, "socket_connect_timeout": connect_timeout,
             "retry": Retry(NoBackoff(), 0), "decode_responses": False,
