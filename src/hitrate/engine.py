@@ -201,14 +201,20 @@ class ResponseCache:
         except CorruptEntry as exc:
             self.stats.corrupt += 1
             log.debug("corrupt entry %s: %s", plan.key, exc)
-            self._schedule_delete(plan.key)
+            self._drop_bad(plan)
             return None
         if entry.expired(now) or policy.rejection(plan.kind, plan.request, entry.response):
-            self._schedule_delete(plan.key)
+            self._drop_bad(plan)
             return None
         if plan.max_age is not None and entry.age(now) > plan.max_age:
             return None  # too old for this client; still fine for others
         return entry
+
+    def _drop_bad(self, plan: Plan) -> None:
+        """Delete a bad value, unless this request is about to overwrite it anyway: a
+        background delete landing after that store would throw the fresh answer away."""
+        if not plan.store:
+            self._schedule_delete(plan.key)
 
     def _schedule_delete(self, key: str) -> None:
         if self.semantic is not None:
