@@ -75,7 +75,8 @@ def answer(index: int) -> dict[str, Any]:
             "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}}
 
 
-async def evaluate(rows: list[tuple[str, str, int]], settings: SemanticConfig) -> dict[str, Any]:
+async def evaluate(rows: list[tuple[str, str, int]], settings: SemanticConfig,
+                   show_false: int = 0) -> dict[str, Any]:
     cache = ResponseCache(MemoryStore(max_bytes=2 * 1024**3), semantic=build_semantic(settings))
     controls = Controls()
     texts_a = list(dict.fromkeys(a for a, _, _ in rows))
@@ -121,6 +122,8 @@ async def evaluate(rows: list[tuple[str, str, int]], settings: SemanticConfig) -
             correct += 1
         else:
             false += 1
+            if false <= show_false:
+                print(f"false hit ({found.similarity}): {b!r} <- {served!r}", file=sys.stderr)
         if y != 1 or served != a:
             false_strict += 1
     positives = sum(y for _, _, y in rows)
@@ -154,9 +157,11 @@ def main() -> None:
     parser.add_argument("pairs", type=Path)
     parser.add_argument("--config", help="YAML with a cache.semantic section")
     parser.add_argument("--limit", type=int, help="only the first N pairs")
+    parser.add_argument("--show-false", type=int, default=0, metavar="N",
+                        help="print the first N false hits to stderr")
     args = parser.parse_args()
     rows = read_pairs(args.pairs, args.limit)
-    result = asyncio.run(evaluate(rows, load_settings(args.config)))
+    result = asyncio.run(evaluate(rows, load_settings(args.config), args.show_false))
     print(json.dumps({"file": args.pairs.name, **result}, ensure_ascii=False))
 
 
