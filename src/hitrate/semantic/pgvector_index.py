@@ -174,6 +174,14 @@ class PgvectorIndex(ServerIndex):
                                         (time.time(),))
             return max(cursor.rowcount, 0)
 
+    async def analyze(self) -> None:
+        """Refresh the planner's statistics now, e.g. after a bulk load. Autovacuum does it on
+        its own within a minute or so; until then a fast-grown table is searched exactly
+        (the planner believes every scope is small), correct but slower."""
+        if await self._ensure():
+            async with self._pool.connection() as conn:
+                await conn.execute(f"ANALYZE {self.table}")
+
     async def count(self) -> int:
         if not await self._ensure():
             return 0
