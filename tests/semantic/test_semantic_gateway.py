@@ -181,3 +181,14 @@ def test_metrics_count_semantic_hits(semantic_gateway, upstream):
     ask(client, "How can I learn Python?")
     text = httpx.get(f"{semantic_gateway.url}/metrics").text
     assert 'kind="semantic"' in text
+
+
+def test_semantic_candidates_survive_a_restart_on_disk(make_gateway, upstream, tmp_path):
+    cache = {"type": "disk", "disk_cache_dir": str(tmp_path / "cache"), "semantic": {}}
+    first = make_gateway(cache=cache)
+    ask(first.client(), "How do I learn Python?")
+    first.server.stop()
+    second = make_gateway(cache=cache)
+    headers, _ = ask(second.client(), "How can I learn Python?")
+    assert headers["x-hitrate-cache-kind"] == "semantic"
+    assert upstream.calls("chat") == 1

@@ -124,7 +124,11 @@ def build_cache(config: Config, prices: PriceMap | None = None,
     if c.semantic is not None and c.semantic.enabled:
         from hitrate.semantic.lookup import build_semantic
 
-        semantic = build_semantic(c.semantic, router.resolve if router else None)
+        settings = c.semantic
+        if c.type == "disk" and settings.index == "embedded" and settings.index_dir is None:
+            # Vectors persist beside the answers, so paraphrases still hit after a restart.
+            settings = settings.model_copy(update={"index_dir": c.disk_cache_dir})
+        semantic = build_semantic(settings, router.resolve if router else None)
     return ResponseCache(build_store(c), ttl=c.ttl, namespace=c.namespace, mode=c.mode,
                          coalesce=c.coalesce, prices=prices,
                          shared_namespaces=config.shared_namespaces, semantic=semantic)
