@@ -346,17 +346,28 @@ class ResponseCache:
                     return Lookup(entry=entry, coalesced=True)
                 self.stats.misses += 1
                 return Lookup()
-            found = await self._semantic_lookup(plan)
+            # Lead before the (slow) semantic lookup, so identical requests arriving
+            # while we embed wait for us instead of each going upstream.
+            flight = self._lead(plan)
+            try:
+                found = await self._semantic_lookup(plan)
+            except BaseException:
+                self.abandon(flight)
+                raise
             if found is not None:
+                self.abandon(flight, found.entry)  # followers get the paraphrase's answer
                 return found
             self.stats.misses += 1
-        else:
-            self.stats.bypasses += 1
-        if self.coalesce and plan.store and plan.key not in self._inflight:
-            flight = Flight(plan.key, asyncio.get_running_loop().create_future())
-            self._inflight[plan.key] = flight
             return Lookup(flight=flight)
-        return Lookup()
+        self.stats.bypasses += 1
+        return Lookup(flight=self._lead(plan))
+
+    def _lead(self, plan: Plan) -> Flight | None:
+        if not (self.coalesce and plan.store) or plan.key in self._inflight:
+            return None
+        flight = Flight(plan.key, asyncio.get_running_loop().create_future())
+        self._inflight[plan.key] = flight
+        return flight
 
     # -- semantic ----------------------------------------------------------------
 

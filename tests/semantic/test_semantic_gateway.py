@@ -192,3 +192,16 @@ def test_semantic_candidates_survive_a_restart_on_disk(make_gateway, upstream, t
     headers, _ = ask(second.client(), "How can I learn Python?")
     assert headers["x-hitrate-cache-kind"] == "semantic"
     assert upstream.calls("chat") == 1
+
+
+async def test_identical_requests_coalesce_while_the_leader_embeds(semantic_gateway, upstream):
+    import asyncio
+
+    upstream.state.latency = (0.2, 0.2)
+    client = semantic_gateway.async_client()
+    replies = await asyncio.gather(*[client.chat.completions.with_raw_response.create(
+        model="gpt-test", messages=[{"role": "user", "content": "Burst question?"}])
+        for i in range(8)])
+    await client.close()
+    assert upstream.calls("chat") == 1
+    assert sorted(r.headers["x-hitrate-cache"] for r in replies).count("hit") == 7
