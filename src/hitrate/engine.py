@@ -255,23 +255,32 @@ class ResponseCache:
         now = time.time()
         return [self._valid(p, raw, now) for p, raw in zip(plans, raws, strict=True)]
 
-    def _prepare(self, plan: Plan, entry: Entry) -> tuple[str, bytes, float | None] | None:
+    def _rejected(self, plan: Plan, entry: Entry) -> bool:
+        """The storage policy, counted once per answer."""
         reason = policy.rejection(plan.kind, plan.request, entry.response)
         if reason:
             self.stats.rejected[reason] += 1
-            return None
+        return reason is not None
+
+    @staticmethod
+    def _encode_for(plan: Plan, entry: Entry) -> tuple[str, bytes, float | None]:
         entry.key = plan.key
         if plan.ttl:
             entry.expires_at = entry.created_at + plan.ttl
         return plan.key, encode(entry), plan.ttl
 
+    def _prepare(self, plan: Plan, entry: Entry) -> tuple[str, bytes, float | None] | None:
+        return None if self._rejected(plan, entry) else self._encode_for(plan, entry)
+
     async def put(self, plan: Plan, entry: Entry) -> bool:
         """Stores if policy allows. Returns whether it was stored."""
-        if not plan.store:
+        if not plan.store or self._rejected(plan, entry):
             return False
-        item = self._prepare(plan, entry)
-        if item is None:
-            return False
+        return await self._write(plan, entry)
+
+    async def _write(self, plan: Plan, entry: Entry) -> bool:
+        """Stores an answer that already passed the policy."""
+        item = self._encode_for(plan, entry)
         try:
             await self.store.set(*item)
         except Exception as exc:
@@ -313,10 +322,6 @@ class ResponseCache:
         saved = max((e.upstream_latency_ms for _, e in found), default=0.0) if not missing else 0.0
         for i, (plan, entry) in enumerate(found):
             self.stats.savings.record(plan.namespace, entry, latency_ms=saved if i == 0 else 0.0)
-
-    def acceptable(self, plan: Plan, entry: Entry) -> bool:
-        """Whether a freshly produced entry may be handed to waiting requests."""
-        return policy.rejection(plan.kind, plan.request, entry.response) is None
 
     # -- lookup with coalescing ----------------------------------------------------
 
@@ -433,14 +438,12 @@ class ResponseCache:
 
     async def finish(self, plan: Plan, flight: Flight | None, entry: Entry | None) -> bool:
         """Leader's (or uncoalesced caller's) end: release waiters, then store."""
-        if entry is not None and not self.acceptable(plan, entry):
-            self.stats.rejected[policy.rejection(plan.kind, plan.request, entry.response)
-                                or "unknown"] += 1
-            entry = None
+        if entry is not None and self._rejected(plan, entry):
+            entry = None  # not for waiters either
         self.abandon(flight, entry)
-        if entry is None:
+        if entry is None or not plan.store:
             return False
-        return await self.put(plan, entry)
+        return await self._write(plan, entry)
 
     def abandon(self, flight: Flight | None, entry: Entry | None = None) -> None:
         """Resolve a flight without storing (errors, broken streams, disconnects)."""
