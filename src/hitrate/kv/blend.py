@@ -1,0 +1,371 @@
+"""Reuse of cached segments at any position (CacheBlend-style), for HuggingFace models.
+
+    from hitrate.kv import blend
+    from hitrate.kv.segments import Segment
+    engine = hitrate.kv.hf.make_engine(model)
+    out = blend.generate(model, tokenizer, ["Answer from these.\\n", Segment(doc_b),
+                         Segment(doc_a), "Q: ..."], engine, max_new_tokens=32)
+
+How a prompt is prefilled (after Yao et al., "CacheBlend", EuroSys'25):
+
+1. Each segment's KV is loaded from the engine (keys: `ChunkKeyer.segment_seed`), or,
+   on a miss, computed on its own after the `anchor` (BOS) and stored. Either way it
+   holds the segment as if it sat at positions [len(anchor), len(anchor) + n).
+2. Its keys are rotated to the segment's real positions (`hitrate.kv.rope`).
+3. Layers below `check_layer` run on every token (cheap: a few layers). At
+   `check_layer` the fresh K/V of every token is compared with the loaded K/V; the
+   `ratio` of segment tokens that deviate most, together with all fresh tokens (text
+   that is not a segment), are the only tokens computed in the layers above. Every
+   other token keeps its loaded K/V there. Fresh tokens attend to everything, so the
+   question still reads all documents.
+
+ratio=1 recomputes everything (equal to a full prefill up to float rounding); ratio=0
+skips the check and is plain concatenation of the loaded KV. A model this cannot run
+(not Llama/Mistral/Qwen2/Qwen3-shaped, sliding windows, length-dependent RoPE) falls
+back to prefix reuse through `hitrate.kv.hf`, and the result says so.
+
+The answer does not depend on what was cached: a segment computed on a miss is the
+same tensor a later hit loads, so a cold and a warm request blend identically.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hitrate.kv import hf, rope
+from hitrate.kv.segments import Part, PromptLayout, build_layout
+
+if TYPE_CHECKING:
+    import torch
+
+    from hitrate.kv.engine import KVEngine
+
+log = logging.getLogger("hitrate.kv")
+
+SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+DEFAULT_RATIO = 0.15
+DEFAULT_CHECK_LAYER = 1
+_QUERY_BLOCK = 1024  # masked attention runs this many query rows at a time (bounds memory)
+
+
+def unsupported_reason(model: Any, prompt_tokens: int = 0) -> str | None:
+    """Why blending cannot run on `model` (None when it can)."""
+    config = model.config
+    kind = getattr(config, "model_type", "?")
+    if kind not in SUPPORTED_MODEL_TYPES:
+        return f"model type {kind!r} (blending runs on {', '.join(sorted(SUPPORTED_MODEL_TYPES))})"
+    inner = getattr(model, "model", None)
+    if inner is None or not hasattr(inner, "rotary_emb") or not hasattr(inner, "layers"):
+        return "the model has no decoder layers / rotary embedding where Llama-like models keep them"
+    types = getattr(config, "layer_types", None)
+    if types and any(t != "full_attention" for t in types):
+        return "sliding-window attention layers"
+    window = getattr(config, "sliding_window", None)
+    if kind == "mistral" and window and prompt_tokens > window:
+        return f"prompt longer than the sliding window ({window})"
+    kind_of_rope = rope.rope_type(model)
+    if kind_of_rope not in rope.STATIC_ROPE_TYPES:
+        return f"RoPE type {kind_of_rope!r} changes with the sequence length"
+    head_dim = inner.layers[0].self_attn.head_dim
+    if rope.inverse_frequencies(model).numel() * 2 != head_dim:
+        return "partial rotary embeddings"
+    return None
+
+
+@dataclass(slots=True)
+class LoadedSegment:
+    """A segment's KV placed in a prompt: `kv` [L, 2, H, n, D] as computed at positions
+    [base, base + n); the prompt holds it at [start, start + n)."""
+
+    start: int
+    kv: torch.Tensor
+    base: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.kv.shape[3]
+
+
+@dataclass(slots=True)
+class BlendStats:
+    mode: str  # "blend", "prefix" (fallback), or "full" (no segment in the prompt)
+    prompt_tokens: int
+    segment_tokens: int = 0
+    loaded_tokens: int = 0  # segment tokens whose KV came from the engine
+    computed_segment_tokens: int = 0  # segment tokens computed on their own (misses)
+    recomputed_tokens: int = 0  # segment tokens selected for recomputation
+    fresh_tokens: int = 0  # tokens outside segments (always computed)
+    prefix_tokens: int = 0  # fallback modes: prefix tokens loaded by plain prefix reuse
+    ratio: float = 0.0
+    load_s: float = 0.0
+    compute_segments_s: float = 0.0
+    blend_s: float = 0.0
+    reason: str | None = None  # why blending fell back
+    selected: list[int] = field(default_factory=list)  # positions recomputed (check layer up)
+
+
+@dataclass(slots=True)
+class BlendPrefill:
+    logits: torch.Tensor  # [vocab], last prompt position
+    cache: Any  # DynamicCache holding the whole prompt's (blended) KV
+    ids: list[int]
+    stats: BlendStats
+
+
+# -- the blended forward pass --------------------------------------------------------
+
+
+def _qkv(attn: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """q, k, v ([1, heads, n, D]) of hidden states x ([1, n, d]) at the given rotations,
+    computed as the Llama/Qwen attention modules compute them."""
+    shape = (*x.shape[:-1], -1, attn.head_dim)
+    q = attn.q_proj(x).view(shape)
+    k = attn.k_proj(x).view(shape)
+    v = attn.v_proj(x).view(shape).transpose(1, 2)
+    if hasattr(attn, "q_norm"):  # Qwen3 normalizes each head before RoPE
+        q = attn.q_norm(q)
+        k = attn.k_norm(k)
+    q = q.transpose(1, 2)
+    k = k.transpose(1, 2)
+    cos = cos.unsqueeze(1)
+    sin = sin.unsqueeze(1)
+    q = q * cos + rope.rotate_half(q) * sin
+    k = k * cos + rope.rotate_half(k) * sin
+    return q, k, v
+
+
+def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor | None,
+            scale: float, gqa: bool) -> torch.Tensor:
+    """Attention of queries q ([1, Hq, n, D]) over the layer's keys/values ([1, Hkv, T, D]).
+
+    positions=None: the queries are every token in order (plain causal attention, the
+    fast kernel). Otherwise query i sits at positions[i] (ascending) and sees keys at
+    positions <= its own; done in blocks so no [n, T] score matrix is ever whole."""
+    import torch
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+    if positions is None:
+        out = sdpa(q, keys, values, is_causal=True, scale=scale, enable_gqa=gqa)
+    else:
+        blocks = []
+        key_pos = torch.arange(keys.shape[2], device=keys.device)
+        for lo in range(0, q.shape[2], _QUERY_BLOCK):
+            pos = positions[lo:lo + _QUERY_BLOCK]
+            span = int(pos[-1]) + 1
+            mask = key_pos[:span].unsqueeze(0) <= pos.unsqueeze(1)
+            blocks.append(sdpa(q[:, :, lo:lo + _QUERY_BLOCK], keys[:, :, :span], values[:, :, :span],
+                               attn_mask=mask, scale=scale, enable_gqa=gqa))
+        out = torch.cat(blocks, dim=2)
+    return out.transpose(1, 2).reshape(1, q.shape[2], -1)
+
+
+def blended_forward(model: Any, ids: Sequence[int], segments: Sequence[LoadedSegment], *,
+                    ratio: float = DEFAULT_RATIO, check_layer: int = DEFAULT_CHECK_LAYER
+                    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Prefill of `ids` reusing `segments`' KV. Returns (last-position logits [vocab],
+    KV [L, 2, Hkv, T, D] of the whole prompt, positions recomputed from check_layer up).
+
+    The caller checked `unsupported_reason`. Segments must not overlap."""
+    import torch
+
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"blend ratio must be within [0, 1], not {ratio}")
+    inner = model.model
+    layers = inner.layers
+    num_layers = len(layers)
+    if not 1 <= check_layer < num_layers:
+        raise ValueError(f"check_layer must be within [1, {num_layers - 1}], not {check_layer}")
+    device = model.device
+    total = len(ids)
+    attn0 = layers[0].self_attn
+    heads_kv, head_dim = model.config.num_key_value_heads, attn0.head_dim
+    gqa = model.config.num_attention_heads != heads_kv
+    dtype = next(model.parameters()).dtype
+
+    kv = torch.empty(num_layers, 2, 1, heads_kv, total, head_dim, dtype=dtype, device=device)
+    reused = torch.zeros(total, dtype=torch.bool, device=device)
+    inv_freq = rope.inverse_frequencies(model)
+    for seg in sorted(segments, key=lambda s: s.start):
+        if seg.start < 0 or seg.end > total or bool(reused[seg.start:seg.end].any()):
+            raise ValueError("segments overlap or fall outside the prompt")
+        loaded = seg.kv.to(device=device, dtype=dtype)
+        kv[:, 0, 0, :, seg.start:seg.end] = rope.rerotate(loaded[:, 0], seg.start - seg.base, inv_freq)
+        kv[:, 1, 0, :, seg.start:seg.end] = loaded[:, 1]
+        reused[seg.start:seg.end] = True
+    reused[total - 1] = False  # the last token's logits are the point: always computed
+
+    num_reused = int(reused.sum())
+    select = num_reused > 0 and ratio > 0
+    everything = torch.arange(total, device=device)
+    fresh = (~reused).nonzero().squeeze(1)
+    active = everything if (select or num_reused == 0) else fresh
+    selected: list[int] = []
+
+    with torch.no_grad():
+        ids_t = torch.tensor([list(ids)], device=device)
+        hidden_all = inner.embed_tokens(ids_t)
+        cos_all, sin_all = inner.rotary_emb(hidden_all, everything.unsqueeze(0))
+        hidden = hidden_all if active is everything else hidden_all[:, active]
+        for index, layer in enumerate(layers):
+            attn = layer.self_attn
+            full = active is everything
+            x = layer.input_layernorm(hidden)
+            cos = cos_all if full else cos_all[:, active]
+            sin = sin_all if full else sin_all[:, active]
+            q, k, v = _qkv(attn, x, cos, sin)
+            if select and index == check_layer:
+                # Fresh K/V of every token vs the loaded ones: recompute where they differ most.
+                diff = ((k[0] - kv[index, 0, 0]).float().pow(2).sum(dim=(0, 2))
+                        + (v[0] - kv[index, 1, 0]).float().pow(2).sum(dim=(0, 2)))
+                diff = diff.masked_fill(~reused, float("-inf"))
+                count = min(num_reused, math.ceil(ratio * num_reused))
+                top = torch.topk(diff, count).indices
+                keep = ~reused
+                keep[top] = True
+                kv[index, 0] = k  # every token's fresh K/V at this layer is exact: keep it all
+                kv[index, 1] = v
+                active = keep.nonzero().squeeze(1)
+                selected = top.sort().values.tolist()
+                q = q[:, :, active]
+                hidden = hidden[:, active]
+                full = len(active) == total
+                if full:
+                    active = everything
+            elif full:
+                kv[index, 0] = k
+                kv[index, 1] = v
+            else:
+                kv[index, 0, :, :, active] = k
+                kv[index, 1, :, :, active] = v
+            out = _attend(q, kv[index, 0], kv[index, 1], None if full else active, attn.scaling, gqa)
+            hidden = hidden + attn.o_proj(out)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        logits = model.lm_head(inner.norm(hidden[:, -1:]))[0, -1]
+    return logits, kv.squeeze(2), selected
+
+
+# -- segments: load, or compute and store --------------------------------------------
+
+
+def default_anchor(model: Any, tokenizer: Any = None) -> list[int]:
+    """What a segment is computed after: the tokens a prompt starts with (BOS), so the
+    segment's first token is not mistaken for the start of the text."""
+    from hitrate.kv.segments import start_tokens
+
+    if tokenizer is not None:
+        return start_tokens(tokenizer)
+    bos = getattr(model.config, "bos_token_id", None)
+    return [int(bos)] if isinstance(bos, int) else []
+
+
+def _compute_segment(model: Any, anchor: list[int], tokens: Sequence[int]) -> torch.Tensor:
+    """The segment's KV [L, 2, H, n, D], computed after `anchor` alone."""
+    import torch
+
+    cache = hf.cache_from_kv(None, model.config)
+    with torch.no_grad():
+        model(input_ids=torch.tensor([anchor + list(tokens)], device=model.device),
+              past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return hf.kv_slicer(cache)(len(anchor), len(anchor) + len(tokens))
+
+
+def load_segments(model: Any, layout: PromptLayout, engine: KVEngine | None, anchor: list[int],
+                  stats: BlendStats, *, store: bool = True) -> list[LoadedSegment]:
+    """Every segment of `layout` with its KV: from the engine, or computed (and stored)."""
+    seed = engine.keyer.segment_seed(anchor) if engine is not None else None
+    loaded: list[LoadedSegment] = []
+    computed: dict[tuple[int, ...], Any] = {}  # a segment repeated in one prompt is computed once
+    for span in layout.segments:
+        kv = None
+        t0 = time.perf_counter()
+        if engine is not None:
+            hit = engine.retrieve(span.tokens, device=model.device, seed=seed)
+            if hit.num_tokens == span.num_tokens:
+                kv = hit.kv
+                stats.loaded_tokens += span.num_tokens
+        stats.load_s += time.perf_counter() - t0
+        if kv is None:
+            t0 = time.perf_counter()
+            kv = computed.get(span.tokens)
+            if kv is None:
+                kv = computed[span.tokens] = _compute_segment(model, anchor, span.tokens)
+                if engine is not None and store:
+                    engine.store(span.tokens, kv, seed=seed, partial=True)
+            stats.computed_segment_tokens += span.num_tokens
+            stats.compute_segments_s += time.perf_counter() - t0
+        loaded.append(LoadedSegment(span.start, kv, len(anchor)))
+    return loaded
+
+
+# -- what integrations call ----------------------------------------------------------
+
+
+def prefill(model: Any, prompt: Sequence[Part] | PromptLayout, engine: KVEngine | None, *,
+            tokenizer: Any = None, ratio: float = DEFAULT_RATIO,
+            check_layer: int = DEFAULT_CHECK_LAYER, anchor: Sequence[int] | None = None,
+            store: bool = True) -> BlendPrefill:
+    """Prefills a prompt of segments and fresh text (see `hitrate.kv.segments`).
+
+    Segments come from `engine` when cached and are stored there when not (`engine`
+    None: computed every time, nothing stored). Models blending cannot run on are
+    prefilled with prefix reuse instead (`stats.mode == "prefix"`)."""
+    if engine is not None:
+        hf._check_engine(model, engine)
+    layout = prompt if isinstance(prompt, PromptLayout) else build_layout(tokenizer, prompt)
+    stats = BlendStats("blend", len(layout.ids), layout.segment_tokens, ratio=ratio)
+    reason = unsupported_reason(model, len(layout.ids))
+    if reason is not None or not layout.segments:
+        stats.mode = "full" if reason is None else "prefix"
+        stats.reason = reason
+        if reason is not None:
+            log.info("KV blending falls back to prefix reuse: %s", reason)
+        stats.fresh_tokens = len(layout.ids)
+        done = hf.prefill(model, layout.ids, engine, store=store)
+        stats.prefix_tokens = done.cached_tokens
+        return BlendPrefill(done.logits, done.cache, layout.ids, stats)
+    anchor_ids = list(default_anchor(model, tokenizer) if anchor is None else anchor)
+    segments = load_segments(model, layout, engine, anchor_ids, stats, store=store)
+    t0 = time.perf_counter()
+    logits, kv, selected = blended_forward(model, layout.ids, segments, ratio=ratio,
+                                           check_layer=check_layer)
+    stats.blend_s = time.perf_counter() - t0
+    stats.selected = selected
+    stats.recomputed_tokens = len(selected)
+    stats.fresh_tokens = len(layout.ids) - layout.segment_tokens
+    return BlendPrefill(logits, hf.cache_from_kv(kv, model.config), layout.ids, stats)
+
+
+def generate(model: Any, tokenizer: Any, prompt: Sequence[Part] | PromptLayout | str,
+             engine: KVEngine | None, *, ratio: float = DEFAULT_RATIO,
+             check_layer: int = DEFAULT_CHECK_LAYER, separator: str | None = None,
+             anchor: Sequence[int] | None = None, store: bool = True,
+             **gen_kwargs: Any) -> hf.Generation:
+    """`model.generate` on a blended prefill. `prompt`: parts (`Segment`s and fresh
+    text), a layout, or a string cut at `separator` (every piece but the last is a
+    segment). Keyword arguments go to `model.generate`."""
+    import torch
+
+    from hitrate.kv.segments import split_on_separator
+
+    if isinstance(prompt, str):
+        prompt = split_on_separator(prompt, separator) if separator else [prompt]
+    done = prefill(model, prompt, engine, tokenizer=tokenizer, ratio=ratio, check_layer=check_layer,
+                   anchor=anchor, store=store)
+    # generate() recomputes the last prompt token from a cache of the ones before it;
+    # that token was computed in full by the blend too, so the result is the same.
+    done.cache.crop(-1)
+    input_ids = torch.tensor([done.ids], device=model.device)
+    with torch.no_grad():
+        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                past_key_values=done.cache, **gen_kwargs)
+    sequences = output.sequences if hasattr(output, "sequences") else output
+    new = sequences[0, len(done.ids):].tolist()
+    text = tokenizer.decode(new, skip_special_tokens=True) if tokenizer is not None else None
+    stats = done.stats
+    cached = stats.prefix_tokens if stats.mode != "blend" else stats.loaded_tokens
+    return hf.Generation(text, new, len(done.ids), cached, output, blend=stats)
