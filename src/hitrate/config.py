@@ -233,7 +233,7 @@ class KVConfig(_Section):
     blend: bool = False
     blend_ratio: float = Field(default=0.15, ge=0, le=1,
                                description="share of segment tokens recomputed (0 = none, 1 = all)")
-    blend_check_layer: int = Field(default=1, ge=1, description="layer where tokens are selected")
+    blend_check_layer: int = Field(default=2, ge=1, description="layer where tokens are selected")
     blend_separator: str | None = Field(default=None, min_length=1,
                                         description="cuts a string prompt into segments")
 

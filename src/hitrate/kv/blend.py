@@ -12,7 +12,7 @@ How a prompt is prefilled (after Yao et al., "CacheBlend", EuroSys'25):
    on a miss, computed on its own after the `anchor` (BOS) and stored. Either way it
    holds the segment as if it sat at positions [len(anchor), len(anchor) + n).
 2. Its keys are rotated to the segment's real positions (`hitrate.kv.rope`).
-3. Layers below `check_layer` run on every token (cheap: a few layers). At
+3. Layers below `check_layer` (2) run on every token (cheap: a few layers). At
    `check_layer` the fresh K/V of every token is compared with the loaded K/V; the
    `ratio` of segment tokens that deviate most, together with all fresh tokens (text
    that is not a segment), are the only tokens computed in the layers above. Every
@@ -49,8 +49,8 @@ log = logging.getLogger("hitrate.kv")
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 DEFAULT_RATIO = 0.15
-DEFAULT_CHECK_LAYER = 1
-_QUERY_BLOCK = 1024  # masked attention runs this many query rows at a time (bounds memory)
+DEFAULT_CHECK_LAYER = 2  # SmolLM2-135M: KL 20-40% lower than at 1, for one layer more
+_QUERY_BLOCK = 256  # masked attention: query rows per call (each computes scores up to its last row)
 
 
 def unsupported_reason(model: Any, prompt_tokens: int = 0) -> str | None:

@@ -137,6 +137,13 @@ class HitrateConnector(KVConnectorBase_V1):
         super().__init__(vllm_config=vllm_config, role=role, kv_cache_config=kv_cache_config)
         extra = dict(self._kv_transfer_config.kv_connector_extra_config or {})
         self.settings = _settings(extra)
+        if self.settings.blend:
+            # Nearest real thing: vLLM computes a request's tokens from num_computed_tokens
+            # on, so a connector can only supply a prefix; segments after fresh text would
+            # need the model runner to recompute selected tokens (LMCache patches it).
+            log.warning("hitrate: kv.blend is set, but vLLM's KV connector interface can only supply a "
+                        "prompt prefix; this connector does prefix reuse. Blending runs on the "
+                        "HuggingFace path (hitrate.kv.blend).")
         self.block_size = vllm_config.cache_config.block_size
         if self.settings.chunk_size % self.block_size:
             raise ValueError(f"hitrate: chunk_size {self.settings.chunk_size} must be a multiple of "
