@@ -152,6 +152,10 @@ def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions
     if positions is None:
         out = sdpa(q, keys, values, is_causal=True, scale=scale, enable_gqa=gqa)
     else:
+        if gqa:  # with a mask, fused kernels may not take enable_gqa: share KV heads here, once
+            groups = q.shape[1] // keys.shape[1]
+            keys = keys.repeat_interleave(groups, dim=1)
+            values = values.repeat_interleave(groups, dim=1)
         blocks = []
         key_pos = torch.arange(keys.shape[2], device=keys.device)
         for lo in range(0, q.shape[2], _QUERY_BLOCK):
@@ -159,7 +163,7 @@ def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions
             span = int(pos[-1]) + 1
             mask = key_pos[:span].unsqueeze(0) <= pos.unsqueeze(1)
             blocks.append(sdpa(q[:, :, lo:lo + _QUERY_BLOCK], keys[:, :, :span], values[:, :, :span],
-                               attn_mask=mask, scale=scale, enable_gqa=gqa))
+                               attn_mask=mask, scale=scale))
         out = torch.cat(blocks, dim=2)
     return out.transpose(1, 2).reshape(1, q.shape[2], -1)
 
