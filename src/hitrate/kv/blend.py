@@ -152,18 +152,28 @@ def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions
     if positions is None:
         out = sdpa(q, keys, values, is_causal=True, scale=scale, enable_gqa=gqa)
     else:
-        if gqa:  # with a mask, fused kernels may not take enable_gqa: share KV heads here, once
-            groups = q.shape[1] // keys.shape[1]
-            keys = keys.repeat_interleave(groups, dim=1)
-            values = values.repeat_interleave(groups, dim=1)
-        blocks = []
+        # Grouped-query attention without copying K/V per query head: the query heads
+        # that share a KV head are stacked along the rows (HF's repeat_kv order: query
+        # head h uses KV head h // groups), and the mask is repeated to match.
+        heads, rows, dim = q.shape[1], q.shape[2], q.shape[3]
+        kv_heads = keys.shape[1]
+        groups = heads // kv_heads
+        packed = q.reshape(1, kv_heads, groups * rows, dim) if gqa else q
         key_pos = torch.arange(keys.shape[2], device=keys.device)
-        for lo in range(0, q.shape[2], _QUERY_BLOCK):
-            pos = positions[lo:lo + _QUERY_BLOCK]
+        blocks = []
+        for lo in range(0, rows, _QUERY_BLOCK):
+            hi = min(lo + _QUERY_BLOCK, rows)
+            pos = positions[lo:hi]
             span = int(pos[-1]) + 1
             mask = key_pos[:span].unsqueeze(0) <= pos.unsqueeze(1)
-            blocks.append(sdpa(q[:, :, lo:lo + _QUERY_BLOCK], keys[:, :, :span], values[:, :, :span],
-                               attn_mask=mask, scale=scale))
+            if gqa:
+                block_q = packed.view(1, kv_heads, groups, rows, dim)[:, :, :, lo:hi]
+                block_q = block_q.reshape(1, kv_heads, groups * (hi - lo), dim)
+                mask = mask.repeat(groups, 1)
+            else:
+                block_q = q[:, :, lo:hi]
+            out = sdpa(block_q, keys[:, :, :span], values[:, :, :span], attn_mask=mask, scale=scale)
+            blocks.append(out.view(1, heads, hi - lo, dim))
         out = torch.cat(blocks, dim=2)
     return out.transpose(1, 2).reshape(1, q.shape[2], -1)
 
