@@ -139,42 +139,47 @@ def _qkv(attn: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
     return q, k, v
 
 
-def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor | None,
+@dataclass(slots=True)
+class _Blocks:
+    """The masked-attention plan of one set of query positions, reused by every layer:
+    query rows [lo, hi) see keys [0, span) under `mask` (no per-layer host syncs)."""
+
+    positions: torch.Tensor
+    blocks: list[tuple[int, int, int, torch.Tensor]]
+
+    @classmethod
+    def plan(cls, positions: torch.Tensor) -> _Blocks:
+        import torch
+
+        host = positions.tolist()
+        key_pos = torch.arange(host[-1] + 1, device=positions.device)
+        blocks = []
+        for lo in range(0, len(host), _QUERY_BLOCK):
+            hi = min(lo + _QUERY_BLOCK, len(host))
+            span = host[hi - 1] + 1
+            blocks.append((lo, hi, span, key_pos[:span].unsqueeze(0) <= positions[lo:hi].unsqueeze(1)))
+        return cls(positions, blocks)
+
+
+def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, plan: _Blocks | None,
             scale: float, gqa: bool) -> torch.Tensor:
     """Attention of queries q ([1, Hq, n, D]) over the layer's keys/values ([1, Hkv, T, D]).
 
-    positions=None: the queries are every token in order (plain causal attention, the
-    fast kernel). Otherwise query i sits at positions[i] (ascending) and sees keys at
-    positions <= its own; done in blocks so no [n, T] score matrix is ever whole."""
+    plan=None: the queries are every token in order (plain causal attention, the fast
+    kernel). Otherwise query i sits at plan.positions[i] (ascending) and sees keys at
+    positions <= its own, in blocks of rows so no [n, T] score matrix is ever whole."""
     import torch
     from torch.nn.functional import scaled_dot_product_attention as sdpa
 
-    if positions is None:
+    if plan is None:
         out = sdpa(q, keys, values, is_causal=True, scale=scale, enable_gqa=gqa)
     else:
-        # Grouped-query attention without copying K/V per query head: the query heads
-        # that share a KV head are stacked along the rows (HF's repeat_kv order: query
-        # head h uses KV head h // groups), and the mask is repeated to match.
-        heads, rows, dim = q.shape[1], q.shape[2], q.shape[3]
-        kv_heads = keys.shape[1]
-        groups = heads // kv_heads
-        packed = q.reshape(1, kv_heads, groups * rows, dim) if gqa else q
-        key_pos = torch.arange(keys.shape[2], device=keys.device)
-        blocks = []
-        for lo in range(0, rows, _QUERY_BLOCK):
-            hi = min(lo + _QUERY_BLOCK, rows)
-            pos = positions[lo:hi]
-            span = int(pos[-1]) + 1
-            mask = key_pos[:span].unsqueeze(0) <= pos.unsqueeze(1)
-            if gqa:
-                block_q = packed.view(1, kv_heads, groups, rows, dim)[:, :, :, lo:hi]
-                block_q = block_q.reshape(1, kv_heads, groups * (hi - lo), dim)
-                mask = mask.repeat(groups, 1)
-            else:
-                block_q = q[:, :, lo:hi]
-            out = sdpa(block_q, keys[:, :, :span], values[:, :, :span], attn_mask=mask, scale=scale)
-            blocks.append(out.view(1, heads, hi - lo, dim))
-        out = torch.cat(blocks, dim=2)
+        if gqa:  # fused kernels may not take enable_gqa with a mask: share KV heads here, once
+            groups = q.shape[1] // keys.shape[1]
+            keys = keys.repeat_interleave(groups, dim=1)
+            values = values.repeat_interleave(groups, dim=1)
+        out = torch.cat([sdpa(q[:, :, lo:hi], keys[:, :, :span], values[:, :, :span], attn_mask=mask,
+                              scale=scale) for lo, hi, span, mask in plan.blocks], dim=2)
     return out.transpose(1, 2).reshape(1, q.shape[2], -1)
 
 
@@ -204,9 +209,11 @@ def blended_forward(model: Any, ids: Sequence[int], segments: Sequence[LoadedSeg
     kv = torch.empty(num_layers, 2, 1, heads_kv, total, head_dim, dtype=dtype, device=device)
     reused = torch.zeros(total, dtype=torch.bool, device=device)
     inv_freq = rope.inverse_frequencies(model)
+    covered = 0
     for seg in sorted(segments, key=lambda s: s.start):
-        if seg.start < 0 or seg.end > total or bool(reused[seg.start:seg.end].any()):
+        if seg.start < covered or seg.end > total:
             raise ValueError("segments overlap or fall outside the prompt")
+        covered = seg.end
         loaded = seg.kv.to(device=device, dtype=dtype)
         kv[:, 0, 0, :, seg.start:seg.end] = rope.rerotate(loaded[:, 0], seg.start - seg.base, inv_freq)
         kv[:, 1, 0, :, seg.start:seg.end] = loaded[:, 1]
@@ -219,6 +226,7 @@ def blended_forward(model: Any, ids: Sequence[int], segments: Sequence[LoadedSeg
     fresh = (~reused).nonzero().squeeze(1)
     active = everything if (select or num_reused == 0) else fresh
     selected: list[int] = []
+    plan: _Blocks | None = None
 
     with torch.no_grad():
         ids_t = torch.tensor([list(ids)], device=device)
@@ -256,7 +264,9 @@ def blended_forward(model: Any, ids: Sequence[int], segments: Sequence[LoadedSeg
             else:
                 kv[index, 0, :, :, active] = k
                 kv[index, 1, :, :, active] = v
-            out = _attend(q, kv[index, 0], kv[index, 1], None if full else active, attn.scaling, gqa)
+            if not full and (plan is None or plan.positions is not active):
+                plan = _Blocks.plan(active)
+            out = _attend(q, kv[index, 0], kv[index, 1], None if full else plan, attn.scaling, gqa)
             hidden = hidden + attn.o_proj(out)
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         logits = model.lm_head(inner.norm(hidden[:, -1:]))[0, -1]
