@@ -9,7 +9,10 @@ a long prefix skips most of its prefill.
     out = hf.generate(model, tokenizer, prompt, engine, max_new_tokens=32)
 
 Modules: chunking (keys), codec (chunk format), tiers, engine, settings, hf
-(transformers), vllm_connector (vLLM v1 KV connector), cli (`hitrate kv ...`).
+(transformers), vllm_connector (vLLM v1 KV connector), cli (`hitrate kv ...`); reuse of
+repeated text at any position: segments (prompt parts), rope (moving keys), blend
+(CacheBlend-style prefill), blend_quality (KL / top-1 against a full prefill); samples
+(a real small model from a PyPI wheel, offline documents).
 torch is imported only where tensors are touched, so these imports stay light.
 """
 
