@@ -263,6 +263,12 @@ def test_the_config_flag_turns_blending_on_for_separated_prompts(model, tmp_path
         assert out.blend is not None and out.blend.mode == "blend"
         assert out.blend.segment_tokens == 120 + 90  # the word-level tokenizer drops spaces
         assert out.blend.recomputed_tokens == math.ceil(0.2 * out.blend.segment_tokens)
+        # a prompt without the separator is an ordinary prompt: prefix reuse, no blending
+        plain_prompt = prompt.replace("<sep>", "")
+        hf.generate(model, tokenizer, plain_prompt, engine, max_new_tokens=2, do_sample=False)
+        engine.flush()
+        again = hf.generate(model, tokenizer, plain_prompt, engine, max_new_tokens=2, do_sample=False)
+        assert again.blend is None and again.cached_tokens > 0
     finally:
         engine.close()
     off = hf.make_engine(model, settings={**on, "blend": False})
