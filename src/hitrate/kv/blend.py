@@ -139,39 +139,35 @@ def _qkv(attn: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
     return q, k, v
 
 
-@dataclass(slots=True)
-class _Blocks:
-    """The masked-attention plan of one set of query positions, reused by every layer:
-    query rows [lo, hi) see keys [0, span) under `mask` (no per-layer host syncs)."""
-
-    positions: torch.Tensor
-    blocks: list[tuple[int, int, int, torch.Tensor]]
-
-    @classmethod
-    def plan(cls, positions: torch.Tensor) -> _Blocks:
-        import torch
-
-        host = positions.tolist()
-        key_pos = torch.arange(host[-1] + 1, device=positions.device)
-        blocks = []
-        for lo in range(0, len(host), _QUERY_BLOCK):
-            hi = min(lo + _QUERY_BLOCK, len(host))
-            span = host[hi - 1] + 1
-            blocks.append((lo, hi, span, key_pos[:span].unsqueeze(0) <= positions[lo:hi].unsqueeze(1)))
-        return cls(positions, blocks)
+Blocks = list[tuple[int, int, int, "torch.Tensor"]]
 
 
-def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, plan: _Blocks | None,
+def _plan_blocks(positions: torch.Tensor) -> Blocks:
+    """Masked attention for queries at `positions` (ascending), planned once and reused
+    by every layer: rows [lo, hi) see keys [0, span) under a mask (no per-layer host syncs)."""
+    import torch
+
+    host = positions.tolist()
+    key_pos = torch.arange(host[-1] + 1, device=positions.device)
+    blocks = []
+    for lo in range(0, len(host), _QUERY_BLOCK):
+        hi = min(lo + _QUERY_BLOCK, len(host))
+        span = host[hi - 1] + 1
+        blocks.append((lo, hi, span, key_pos[:span].unsqueeze(0) <= positions[lo:hi].unsqueeze(1)))
+    return blocks
+
+
+def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, blocks: Blocks | None,
             scale: float, gqa: bool) -> torch.Tensor:
     """Attention of queries q ([1, Hq, n, D]) over the layer's keys/values ([1, Hkv, T, D]).
 
-    plan=None: the queries are every token in order (plain causal attention, the fast
-    kernel). Otherwise query i sits at plan.positions[i] (ascending) and sees keys at
-    positions <= its own, in blocks of rows so no [n, T] score matrix is ever whole."""
+    blocks=None: the queries are every token in order (plain causal attention, the fast
+    kernel). Otherwise each query sees keys at positions <= its own (`_plan_blocks`), in
+    blocks of rows so no [n, T] score matrix is ever whole."""
     import torch
     from torch.nn.functional import scaled_dot_product_attention as sdpa
 
-    if plan is None:
+    if blocks is None:
         out = sdpa(q, keys, values, is_causal=True, scale=scale, enable_gqa=gqa)
     else:
         if gqa:  # fused kernels may not take enable_gqa with a mask: share KV heads here, once
@@ -179,7 +175,7 @@ def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, plan: _Bl
             keys = keys.repeat_interleave(groups, dim=1)
             values = values.repeat_interleave(groups, dim=1)
         out = torch.cat([sdpa(q[:, :, lo:hi], keys[:, :, :span], values[:, :, :span], attn_mask=mask,
-                              scale=scale) for lo, hi, span, mask in plan.blocks], dim=2)
+                              scale=scale) for lo, hi, span, mask in blocks], dim=2)
     return out.transpose(1, 2).reshape(1, q.shape[2], -1)
 
 
@@ -222,51 +218,47 @@ def blended_forward(model: Any, ids: Sequence[int], segments: Sequence[LoadedSeg
 
     num_reused = int(reused.sum())
     select = num_reused > 0 and ratio > 0
-    everything = torch.arange(total, device=device)
-    fresh = (~reused).nonzero().squeeze(1)
-    active = everything if (select or num_reused == 0) else fresh
+    # Tokens computed in the current layer: None = every token (then the causal kernel
+    # runs), else their positions, ascending, with the attention blocks planned for them.
+    active = None if (select or num_reused == 0) else (~reused).nonzero().squeeze(1)
+    blocks = None if active is None else _plan_blocks(active)
     selected: list[int] = []
-    plan: _Blocks | None = None
 
     with torch.no_grad():
-        ids_t = torch.tensor([list(ids)], device=device)
-        hidden_all = inner.embed_tokens(ids_t)
-        cos_all, sin_all = inner.rotary_emb(hidden_all, everything.unsqueeze(0))
-        hidden = hidden_all if active is everything else hidden_all[:, active]
+        hidden = inner.embed_tokens(torch.tensor([list(ids)], device=device))
+        cos_all, sin_all = inner.rotary_emb(hidden, torch.arange(total, device=device).unsqueeze(0))
+        if active is not None:
+            hidden = hidden[:, active]
         for index, layer in enumerate(layers):
             attn = layer.self_attn
-            full = active is everything
             x = layer.input_layernorm(hidden)
-            cos = cos_all if full else cos_all[:, active]
-            sin = sin_all if full else sin_all[:, active]
-            q, k, v = _qkv(attn, x, cos, sin)
+            if active is None:
+                q, k, v = _qkv(attn, x, cos_all, sin_all)
+            else:
+                q, k, v = _qkv(attn, x, cos_all[:, active], sin_all[:, active])
             if select and index == check_layer:
                 # Fresh K/V of every token vs the loaded ones: recompute where they differ most.
                 diff = ((k[0] - kv[index, 0, 0]).float().pow(2).sum(dim=(0, 2))
                         + (v[0] - kv[index, 1, 0]).float().pow(2).sum(dim=(0, 2)))
                 diff = diff.masked_fill(~reused, float("-inf"))
-                count = min(num_reused, math.ceil(ratio * num_reused))
-                top = torch.topk(diff, count).indices
-                keep = ~reused
-                keep[top] = True
+                top = torch.topk(diff, min(num_reused, math.ceil(ratio * num_reused))).indices
+                selected = top.sort().values.tolist()
                 kv[index, 0] = k  # every token's fresh K/V at this layer is exact: keep it all
                 kv[index, 1] = v
-                active = keep.nonzero().squeeze(1)
-                selected = top.sort().values.tolist()
-                q = q[:, :, active]
-                hidden = hidden[:, active]
-                full = len(active) == total
-                if full:
-                    active = everything
-            elif full:
+                if len(selected) < num_reused:
+                    keep = ~reused
+                    keep[top] = True
+                    active = keep.nonzero().squeeze(1)
+                    blocks = _plan_blocks(active)
+                    q = q[:, :, active]
+                    hidden = hidden[:, active]
+            elif active is None:
                 kv[index, 0] = k
                 kv[index, 1] = v
             else:
                 kv[index, 0, :, :, active] = k
                 kv[index, 1, :, :, active] = v
-            if not full and (plan is None or plan.positions is not active):
-                plan = _Blocks.plan(active)
-            out = _attend(q, kv[index, 0], kv[index, 1], None if full else plan, attn.scaling, gqa)
+            out = _attend(q, kv[index, 0], kv[index, 1], blocks, attn.scaling, gqa)
             hidden = hidden + attn.o_proj(out)
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         logits = model.lm_head(inner.norm(hidden[:, -1:]))[0, -1]
@@ -372,8 +364,6 @@ def generate(model: Any, tokenizer: Any, prompt: Sequence[Part] | PromptLayout |
     """`model.generate` on a blended prefill. `prompt`: parts (`Segment`s and fresh
     text), a layout, or a string cut at `separator` (every piece but the last is a
     segment). Keyword arguments go to `model.generate`."""
-    import torch
-
     from hitrate.kv.segments import split_on_separator
 
     if isinstance(prompt, str):
@@ -383,13 +373,7 @@ def generate(model: Any, tokenizer: Any, prompt: Sequence[Part] | PromptLayout |
     # generate() recomputes the last prompt token from a cache of the ones before it;
     # that token was computed in full by the blend too, so the result is the same.
     done.cache.crop(-1)
-    input_ids = torch.tensor([done.ids], device=model.device)
-    with torch.no_grad():
-        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                past_key_values=done.cache, **gen_kwargs)
-    sequences = output.sequences if hasattr(output, "sequences") else output
-    new = sequences[0, len(done.ids):].tolist()
-    text = tokenizer.decode(new, skip_special_tokens=True) if tokenizer is not None else None
+    new, text, output = hf.generate_from_cache(model, tokenizer, done.ids, done.cache, **gen_kwargs)
     stats = done.stats
     cached = stats.prefix_tokens if stats.mode != "blend" else stats.loaded_tokens
     return hf.Generation(text, new, len(done.ids), cached, output, blend=stats)

@@ -200,7 +200,6 @@ def generate(model: Any, tokenizer: Any, prompt: Any, engine: KVEngine, *, store
     Prompts with segments (a list of `hitrate.kv.segments.Segment` and fresh text, or,
     when the engine's settings have `blend` on, a string holding `blend_separator`) are
     blended instead (`hitrate.kv.blend`): segments are reused wherever they sit."""
-    import torch
 
     if _blend_wanted(engine, prompt):
         from hitrate.kv import blend
@@ -219,14 +218,25 @@ def generate(model: Any, tokenizer: Any, prompt: Any, engine: KVEngine, *, store
     cached = min(hit.num_tokens, len(ids) - 1)
     kv = hit.kv.narrow(TOKEN_AXIS, 0, cached) if cached > 0 else None
     cache = cache_from_kv(kv, model.config)
+    new, text, output = generate_from_cache(model, tokenizer, ids, cache, **gen_kwargs)
+    if store:
+        # The cache now also holds generated tokens; store the prompt's part only.
+        engine.store(ids, kv_slicer(cache))
+    return Generation(text, new, len(ids), cached, output)
+
+
+def generate_from_cache(model: Any, tokenizer: Any, ids: list[int], cache: Any, **gen_kwargs: Any
+                        ) -> tuple[list[int], str | None, Any]:
+    """`model.generate` for prompt `ids` whose first tokens' KV `cache` holds (at least
+    the last prompt token is left out, to give the first new token's logits). Returns
+    (new tokens, their text or None without a tokenizer, what model.generate returned)."""
+    import torch
+
     input_ids = torch.tensor([ids], device=model.device)
     with torch.no_grad():
         output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                 past_key_values=cache, **gen_kwargs)
     sequences = output.sequences if hasattr(output, "sequences") else output
     new = sequences[0, len(ids):].tolist()
-    if store:
-        # The cache now also holds generated tokens; store the prompt's part only.
-        engine.store(ids, kv_slicer(cache))
     text = tokenizer.decode(new, skip_special_tokens=True) if tokenizer is not None else None
-    return Generation(text, new, len(ids), cached, output)
+    return new, text, output
