@@ -92,13 +92,12 @@ async def evaluate(rows: list[tuple[str, str, int]], settings: SemanticConfig,
     for i, text in enumerate(texts_a):
         plan = cache.plan("chat", request(text), controls)
         found = await cache.lookup(plan)  # embeds, and may hit an earlier paraphrase
-        if found.entry is None:
-            await cache.finish(plan, found.flight, Entry(plan.key, "chat", answer(i)))
+        if found.pending is not None:
+            await found.pending.store(answer(i))
         else:
-            cache.abandon(found.flight)
             # A paraphrase already answers this text; store it under its own key too so
             # its exact queries still resolve to its own answer.
-            await cache.put(plan, Entry(plan.key, "chat", answer(i)))
+            await cache.put(plan, Entry(plan.key, plan.kind.name, answer(i)))
             semantic = cache.semantic
             assert semantic is not None and plan.semantic_scope is not None
             await semantic.remember(plan.key, text, await semantic.vector(text),
@@ -112,7 +111,8 @@ async def evaluate(rows: list[tuple[str, str, int]], settings: SemanticConfig,
         t0 = time.perf_counter()
         found = await cache.lookup(plan)
         latencies.append((time.perf_counter() - t0) * 1000)
-        cache.abandon(found.flight)
+        if found.pending is not None:
+            found.pending.abandon()
         if found.entry is None:
             continue
         hits += 1

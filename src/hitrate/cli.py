@@ -199,7 +199,7 @@ def costs_show(
     prices = PriceMap()
     if config is not None:
         from hitrate.config import ConfigError, load_config
-        from hitrate.gateway.app import build_prices
+        from hitrate.gateway.state import build_prices
 
         try:
             cfg = load_config(config)

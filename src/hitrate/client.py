@@ -18,20 +18,20 @@ from typing import Any, TypeVar
 
 import httpx
 
+from hitrate import kinds
 from hitrate.engine import ResponseCache
-from hitrate.gateway.proxy import PATHS, CachingProxy, ProxyResponse
+from hitrate.gateway.proxy import CachingProxy, ProxyResponse
 from hitrate.gateway.upstream import HttpUpstream, new_http_client
+from hitrate.kinds import EndpointKind
 
 C = TypeVar("C")
 _DROPPED_HEADERS = {"host", "content-length", "content-type", "accept", "accept-encoding",
                     "connection", "transfer-encoding"}
 
 
-def _kind(path: str) -> str | None:
-    for kind in ("chat", "embedding", "completion"):  # chat before completion: both end alike
-        if path.endswith(PATHS[kind]):
-            return kind
-    return None
+def _kind(request: Any) -> EndpointKind | None:
+    """The cached endpoint kind a request is for, or None (pass it through)."""
+    return kinds.for_upstream_path(request.url.path) if request.method == "POST" else None
 
 
 def _httpx_module(client: Any) -> Any:
@@ -48,12 +48,12 @@ class _Core:
         self.proxy = CachingProxy(cache)
         self._http: httpx.AsyncClient | None = None
 
-    async def handle(self, request: Any, kind: str) -> ProxyResponse:
+    async def handle(self, request: Any, kind: EndpointKind) -> ProxyResponse:
         if self._http is None:
             self._http = new_http_client(max_connections=100)
         url = str(request.url)
         path_end = url.split("?", 1)[0]
-        base = path_end[: -len(PATHS[kind])]
+        base = path_end[: -len(kind.upstream_path)]
         query = url.split("?", 1)[1] if "?" in url else ""
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROPPED_HEADERS}
         timeout = (request.extensions.get("timeout") or {}).get("read") or 600.0
@@ -86,7 +86,7 @@ def _async_transport(hx: Any, core: _Core) -> Any:
             self.inner = hx.AsyncHTTPTransport()
 
         async def handle_async_request(self, request: Any) -> Any:
-            kind = _kind(request.url.path) if request.method == "POST" else None
+            kind = _kind(request)
             if kind is None:
                 return await self.inner.handle_async_request(request)
             await request.aread()
@@ -138,7 +138,7 @@ def _sync_transport(hx: Any, core: _Core) -> Any:
             self.inner = hx.HTTPTransport()
 
         def handle_request(self, request: Any) -> Any:
-            kind = _kind(request.url.path) if request.method == "POST" else None
+            kind = _kind(request)
             if kind is None:
                 return self.inner.handle_request(request)
             request.read()

@@ -4,6 +4,12 @@ Protocol-agnostic: it sees canonical requests and decoded response objects, neve
 HTTP. The gateway and the in-process client wrapper both drive it through
 `hitrate.gateway.proxy`, so caching logic lives here and nowhere else.
 
+Lifecycle: `lookup(plan)` answers a hit, or hands back a `Pending` that the caller
+settles exactly once, with `await pending.store(response, ...)` or `pending.abandon()`
+(both idempotent; a second call is a no-op). The engine owns the in-flight table, so
+coalesced followers are released whatever the caller does. `lookup_batch` does the same
+for batched kinds (embeddings): one entry per input item, the missing ones filled later.
+
 Failure rule: a store that raises is a miss (or a skipped store), counted and logged
 once per failure episode, never an error for the caller.
 """
@@ -18,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hitrate import keys, policy
+from hitrate import keys, kinds
 from hitrate.controls import Controls, Mode
 from hitrate.costs.savings import Savings
 from hitrate.entry import CorruptEntry, Entry, decode, encode
@@ -27,6 +33,7 @@ from hitrate.stores.base import ByteStore
 
 if TYPE_CHECKING:
     from hitrate.costs.prices import PriceMap
+    from hitrate.kinds import EndpointKind
     from hitrate.semantic.lookup import SemanticLayer
 
 log = logging.getLogger("hitrate.engine")
@@ -36,7 +43,7 @@ log = logging.getLogger("hitrate.engine")
 class Plan:
     """What the cache will do for one request (or one embedding input)."""
 
-    kind: str
+    kind: EndpointKind
     key: str
     request: dict[str, Any]
     lookup: bool
@@ -63,12 +70,93 @@ class Flight:
     waiters: int = 0
 
 
+class Pending:
+    """A miss (or bypass) the caller answers from upstream, then settles once.
+
+    `store(response, ...)` applies the storage policy, releases any coalesced followers
+    with the answer (or without it, if it may not be stored) and writes it;
+    `abandon()` releases followers without storing (errors, broken streams,
+    disconnects). Whichever comes first wins; later calls do nothing.
+    """
+
+    __slots__ = ("_cache", "_flight", "plan", "settled")
+
+    def __init__(self, cache: ResponseCache, plan: Plan, flight: Flight | None):
+        self._cache = cache
+        self._flight = flight
+        self.plan = plan
+        self.settled = False
+
+    async def store(self, response: dict[str, Any], *, latency_ms: float = 0.0,
+                    model: str = "", response_bytes: bytes | None = None) -> bool:
+        """Stores `response` if policy allows; returns whether it was stored."""
+        if self.settled:
+            return False
+        self.settled = True
+        plan = self.plan
+        entry: Entry | None = Entry(plan.key, plan.kind.name, response,
+                                    upstream_latency_ms=latency_ms, model=model,
+                                    response_bytes=response_bytes)
+        cache = self._cache
+        if cache._rejected(plan, entry):
+            entry = None  # not for waiters either
+        cache._release(self._flight, entry)
+        if entry is None or not plan.store:
+            return False
+        return await cache._write(plan, entry)
+
+    def abandon(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self._cache._release(self._flight)
+
+
 @dataclass(slots=True)
 class Lookup:
     entry: Entry | None = None
     coalesced: bool = False
-    flight: Flight | None = None  # set when this caller leads and must call finish()
+    pending: Pending | None = None  # set on a miss or bypass: settle it once
     similarity: float | None = None  # set on semantic hits
+
+
+@dataclass(slots=True)
+class BatchLookup:
+    """A batched kind's lookup: one plan and one (maybe missing) entry per input item."""
+
+    cache: ResponseCache
+    plans: list[Plan]
+    entries: list[Entry | None]
+    bypassed: bool
+
+    @property
+    def missing(self) -> list[int]:
+        return [i for i, entry in enumerate(self.entries) if entry is None]
+
+    @property
+    def status(self) -> str:
+        """`hit` when every item was cached, else `miss` / `bypass`."""
+        if not self.missing:
+            return "hit"
+        return "bypass" if self.bypassed else "miss"
+
+    def age(self) -> float:
+        return max((e.age() for e in self.entries if e is not None), default=0.0)
+
+    async def fill(self, responses: Sequence[dict[str, Any]], *, latency_ms: float = 0.0,
+                   model: str = "") -> int:
+        """Answers for the missing items, in order; stores those the policy allows.
+        Returns how many were stored."""
+        slots = self.missing
+        if len(responses) != len(slots):
+            raise ValueError(f"{len(responses)} answers for {len(slots)} missing items")
+        pairs = []
+        for slot, response in zip(slots, responses, strict=True):
+            plan = self.plans[slot]
+            entry = Entry(plan.key, plan.kind.name, response, upstream_latency_ms=latency_ms,
+                          model=model)
+            self.entries[slot] = entry
+            pairs.append((plan, entry))
+        return await self.cache.put_many(pairs)
 
 
 @dataclass(slots=True)
@@ -134,17 +222,17 @@ class ResponseCache:
         return controls.enabled(self.mode)
 
     def plan(
-        self, kind: str, request: dict[str, Any], controls: Controls, *, scope: str = ""
+        self, kind: EndpointKind | str, request: dict[str, Any], controls: Controls, *,
+        scope: str = ""
     ) -> Plan:
         """`request` is the body without the `cache` object; the key is its canonical form."""
-        namespace = controls.namespace or self.namespace
-        canonical = keys.canonical_request(request)
-        return self.plan_canonical(kind, canonical, request, controls, scope=scope,
-                                   namespace=namespace)
+        kind = kinds.get(kind) if isinstance(kind, str) else kind
+        canonical = keys.canonical_request(request, kind.excluded_fields)
+        return self._plan_canonical(kind, canonical, request, controls, scope=scope)
 
-    def plan_canonical(
+    def _plan_canonical(
         self,
-        kind: str,
+        kind: EndpointKind,
         canonical: Any,
         request: dict[str, Any],
         controls: Controls,
@@ -157,7 +245,7 @@ class ResponseCache:
             scope = ""  # an explicitly shared namespace: one entry for every tenant
         plan = Plan(
             kind=kind,
-            key=keys.make_key(kind, namespace, canonical, scope),
+            key=keys.make_key(kind.name, namespace, canonical, scope),
             request=request,
             lookup=not controls.no_cache,
             store=not controls.no_store,
@@ -165,13 +253,12 @@ class ResponseCache:
             max_age=controls.max_age,
             namespace=namespace,
         )
-        if self.semantic is not None and kind in ("chat", "completion"):
-            from hitrate.semantic.lookup import split_request
-
-            parts = split_request(kind, canonical)
+        if self.semantic is not None and kind.semantic_split is not None:
+            parts = kind.semantic_split(canonical)
             if parts is not None:
                 plan.semantic_text = parts[0]
-                plan.semantic_scope = self.semantic.scope_of(kind, parts[1], namespace, scope)
+                plan.semantic_scope = self.semantic.scope_of(kind.name, parts[1], namespace,
+                                                             scope)
         return plan
 
     # -- backend access (never raises) -------------------------------------------
@@ -203,7 +290,7 @@ class ResponseCache:
             log.debug("corrupt entry %s: %s", plan.key, exc)
             self._drop_bad(plan)
             return None
-        if entry.expired(now) or policy.rejection(plan.kind, plan.request, entry.response):
+        if entry.expired(now) or plan.kind.rejection(plan.request, entry.response):
             self._drop_bad(plan)
             return None
         if plan.max_age is not None and entry.age(now) > plan.max_age:
@@ -257,7 +344,7 @@ class ResponseCache:
 
     def _rejected(self, plan: Plan, entry: Entry) -> bool:
         """The storage policy, counted once per answer."""
-        reason = policy.rejection(plan.kind, plan.request, entry.response)
+        reason = plan.kind.rejection(plan.request, entry.response)
         if reason:
             self.stats.rejected[reason] += 1
         return reason is not None
@@ -323,15 +410,28 @@ class ResponseCache:
         for i, (plan, entry) in enumerate(found):
             self.stats.savings.record(plan.namespace, entry, latency_ms=saved if i == 0 else 0.0)
 
+    async def lookup_batch(self, kind: EndpointKind, request: dict[str, Any], field: str,
+                           items: Sequence[Any], controls: Controls, *,
+                           scope: str = "") -> BatchLookup:
+        """One entry per item of `request[field]` (embedding inputs): each keyed by the
+        rest of the request plus that item. Counted here: found items are hits."""
+        base = {k: v for k, v in request.items() if k != field}
+        canonical_base = keys.canonical_request(base, kind.excluded_fields)
+        plans = [self._plan_canonical(kind, {**canonical_base, field: item}, base, controls,
+                                      scope=scope) for item in items]
+        entries = await self.get_many(plans) if not controls.no_cache else [None] * len(plans)
+        self.count_batch(plans, entries, bypassed=controls.no_cache)
+        return BatchLookup(self, plans, entries, controls.no_cache)
+
     # -- lookup with coalescing ----------------------------------------------------
 
     async def lookup(self, plan: Plan) -> Lookup:
         """Cache read, else join an identical in-flight request, else lead a new one.
 
-        A leader gets `Lookup.flight` and must call `finish(flight, ...)` exactly once,
-        whatever happens (use try/finally). Followers of a leader that failed go to the
-        upstream on their own, without coalescing again, so one bad upstream answer
-        cannot chain N requests one after another.
+        Anything but a hit comes back with `Lookup.pending`, which the caller must
+        settle (`store` or `abandon`) whatever happens (use try/finally). Followers of
+        a leader that failed go to the upstream on their own, without coalescing
+        again, so one bad upstream answer cannot chain N requests one after another.
         """
         if plan.lookup:
             entry = await self.get(plan)
@@ -350,22 +450,22 @@ class ResponseCache:
                     self.stats.savings.record(plan.namespace, entry, latency_ms=0.0)
                     return Lookup(entry=entry, coalesced=True)
                 self.stats.misses += 1
-                return Lookup()
+                return Lookup(pending=Pending(self, plan, None))
             # Lead before the (slow) semantic lookup, so identical requests arriving
             # while we embed wait for us instead of each going upstream.
             flight = self._lead(plan)
             try:
                 found = await self._semantic_lookup(plan)
             except BaseException:
-                self.abandon(flight)
+                self._release(flight)
                 raise
             if found is not None:
-                self.abandon(flight, found.entry)  # followers get the paraphrase's answer
+                self._release(flight, found.entry)  # followers get the paraphrase's answer
                 return found
             self.stats.misses += 1
-            return Lookup(flight=flight)
+            return Lookup(pending=Pending(self, plan, flight))
         self.stats.bypasses += 1
-        return Lookup(flight=self._lead(plan))
+        return Lookup(pending=Pending(self, plan, self._lead(plan)))
 
     def _lead(self, plan: Plan) -> Flight | None:
         if not (self.coalesce and plan.store) or plan.key in self._inflight:
@@ -436,17 +536,8 @@ class ResponseCache:
         _background.add(task)
         task.add_done_callback(_background.discard)
 
-    async def finish(self, plan: Plan, flight: Flight | None, entry: Entry | None) -> bool:
-        """Leader's (or uncoalesced caller's) end: release waiters, then store."""
-        if entry is not None and self._rejected(plan, entry):
-            entry = None  # not for waiters either
-        self.abandon(flight, entry)
-        if entry is None or not plan.store:
-            return False
-        return await self._write(plan, entry)
-
-    def abandon(self, flight: Flight | None, entry: Entry | None = None) -> None:
-        """Resolve a flight without storing (errors, broken streams, disconnects)."""
+    def _release(self, flight: Flight | None, entry: Entry | None = None) -> None:
+        """Resolve a flight: its followers get `entry` (None: they go upstream)."""
         if flight is None:
             return
         if self._inflight.get(flight.key) is flight:

@@ -73,11 +73,13 @@ def _normalize_message(message: Any) -> Any:
     return out
 
 
-def canonical_request(body: dict[str, Any]) -> dict[str, Any]:
-    """The part of a request body that decides the answer, normalized."""
+def canonical_request(body: dict[str, Any],
+                      excluded: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The part of a request body that decides the answer, normalized. `excluded`: a
+    kind's own fields that never change its answer, on top of EXCLUDED_FIELDS."""
     canon: dict[str, Any] = {}
     for field, value in body.items():
-        if field in EXCLUDED_FIELDS:
+        if field in EXCLUDED_FIELDS or field in excluded:
             continue
         if field == "messages" and isinstance(value, list):
             canon[field] = [_normalize_message(m) for m in value]

@@ -1,8 +1,9 @@
 """May this response be stored? May this stored entry be served?
 
-One function per kind answers both questions: the same rules run before a store and
-again after a read, so an entry written by an older, laxer version (or damaged in a
-way the checksum missed) is never served.
+One function per kind (named in the kind's spec, `hitrate.kinds`) answers both
+questions: the same rules run before a store and again after a read, so an entry
+written by an older, laxer version (or damaged in a way the checksum missed) is never
+served.
 """
 
 from __future__ import annotations
@@ -95,13 +96,3 @@ def embedding_rejection(item: Any) -> str | None:
     if isinstance(vector, str) and vector:
         return None
     return "empty"
-
-
-def rejection(kind: str, request: dict[str, Any], response: Any) -> str | None:
-    if kind == "chat":
-        return chat_rejection(request, response)
-    if kind == "completion":
-        return completion_rejection(request, response)
-    if kind == "embedding":
-        return embedding_rejection(response)
-    return "unknown_kind"

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hitrate import kinds
+
 if TYPE_CHECKING:
     from hitrate.costs.prices import PriceMap
     from hitrate.entry import Entry
@@ -35,22 +37,14 @@ class SavingsRow:
 
 
 def usage_of(entry: Entry) -> tuple[int, int, int]:
-    """(prompt, completion, cached prompt) tokens of a stored response; zeros if the
-    upstream did not report usage (a stream stored without `include_usage`)."""
-    response = entry.response
-    if entry.kind == "embedding":
-        return int(response.get("tokens") or 0), 0, 0
-    usage = response.get("usage")
-    if not isinstance(usage, dict):
-        return 0, 0, 0
+    """(prompt, completion, cached prompt) tokens of a stored response, read the way its
+    endpoint kind reports usage; zeros if the upstream did not report it (a stream
+    stored without `include_usage`) or the kind is unknown to this version."""
     try:
-        prompt = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
-        details = usage.get("prompt_tokens_details") or {}
-        cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    except (TypeError, ValueError):
+        kind = kinds.get(entry.kind)
+    except KeyError:
         return 0, 0, 0
-    return prompt, completion, cached
+    return kind.usage(entry.response)
 
 
 class Savings:

@@ -27,10 +27,12 @@ from starlette.routing import Route
 
 from hitrate import keys as cache_keys
 from hitrate.errors import APIError, bad_request
+from hitrate.gateway.access import admin_denied
+from hitrate.gateway.state import state_of
 from hitrate.metrics import OUTCOMES
 
 if TYPE_CHECKING:
-    from hitrate.gateway.app import GatewayState
+    from hitrate.gateway.state import GatewayState
 
 PING_TIMEOUT = 5.0
 TOP_N = 10
@@ -136,17 +138,16 @@ def _prices_status(state: GatewayState) -> dict[str, Any]:
 # -- routes ---------------------------------------------------------------------------
 
 
-def admin_routes(get_state: Callable[[], GatewayState],
-                 guard: Callable[[Request], Response | None]) -> list[Route]:
-    """`guard(request)` returns an error response unless the caller is an admin."""
+def admin_routes() -> list[Route]:
+    """The admin API; every route needs the master key."""
 
     def admin(handler: Callable[[Request, GatewayState], Any]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
-            denied = guard(request)
+            denied = admin_denied(request)
             if denied is not None:
                 return denied
             try:
-                return await handler(request, get_state())
+                return await handler(request, state_of(request))
             except APIError as exc:
                 return error_response(exc)
 

@@ -1,8 +1,10 @@
-"""The OpenAI wire protocol in front of the response cache.
+"""The wire protocols in front of the response cache.
 
-Framework-free: takes raw request bytes and headers, returns a `ProxyResponse`
-(status, headers, body or byte stream). The ASGI app (`gateway/app.py`) and the
-in-process client wrapper (`hitrate/client.py`) are thin adapters over this.
+Framework-free: takes an endpoint kind (`hitrate.kinds`), raw request bytes and
+headers, returns a `ProxyResponse` (status, headers, body or byte stream). The ASGI
+app (`gateway/routes.py`) and the in-process client wrapper (`hitrate/client.py`) are
+thin adapters over this. It speaks HTTP and SSE only: what is cached, and when, is the
+engine's business (`lookup` -> hit, or a `Pending` this module settles once).
 """
 
 from __future__ import annotations
@@ -17,17 +19,16 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
+from hitrate import kinds
 from hitrate.controls import ControlError, Controls, parse_controls
-from hitrate.engine import Flight, Plan, ResponseCache
+from hitrate.engine import Pending, Plan, ResponseCache
 from hitrate.entry import Entry
 from hitrate.errors import APIError, bad_request, error_body
 from hitrate.gateway import schemas
-from hitrate.gateway.sse import StreamCapture, replay
 from hitrate.gateway.upstream import UpstreamReply, UpstreamStream
-from hitrate.keys import canonical_request
+from hitrate.kinds import EndpointKind
 from hitrate.metrics import UPSTREAM_BUCKETS, Histogram
 
-PATHS = {"chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings"}
 SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache",
                "x-accel-buffering": "no"}
 JSON_HEADERS = {"content-type": "application/json"}
@@ -55,8 +56,10 @@ class ProxyResponse:
     on_close: Callable[[], Awaitable[None]] | None = None
 
     @classmethod
-    def error(cls, exc: APIError) -> ProxyResponse:
-        return cls(exc.status, dict(JSON_HEADERS), exc.body_bytes())
+    def error(cls, exc: APIError, kind: EndpointKind | None = None) -> ProxyResponse:
+        """`exc` in the shape of the API that was called."""
+        body = kind.error_body(exc) if kind is not None else exc.body_bytes()
+        return cls(exc.status, dict(JSON_HEADERS), body)
 
 
 def cache_headers(status: str, key: str | None = None, age: float = 0.0) -> dict[str, str]:
@@ -83,7 +86,7 @@ class ProxyStats:
 
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, outcome)
     upstream_seconds: dict[str, Histogram] = field(default_factory=lambda: {
-        kind: Histogram(UPSTREAM_BUCKETS) for kind in PATHS})
+        name: Histogram(UPSTREAM_BUCKETS) for name in kinds.table()})
 
 
 class CachingProxy:
@@ -91,7 +94,7 @@ class CachingProxy:
         self.cache = cache
         self.stats = ProxyStats()
 
-    async def handle(self, kind: str, raw_body: bytes, headers: Mapping[str, str],
+    async def handle(self, kind: EndpointKind, raw_body: bytes, headers: Mapping[str, str],
                      resolve: Resolver, *, scope: str = "") -> ProxyResponse:
         """Never raises for bad input or upstream trouble: those become error responses.
 
@@ -99,24 +102,24 @@ class CachingProxy:
         share an entry or an in-flight upstream call."""
         try:
             body, controls, upstream = self._parse(kind, raw_body, headers, resolve)
-            if kind == "embedding":
-                response = await self._embeddings(body, controls, upstream, scope)
+            if kind.batched:
+                response = await self._batched(kind, body, controls, upstream, scope)
             else:
                 response = await self._generate(kind, body, controls, upstream, scope)
         except APIError as exc:
-            response = ProxyResponse.error(exc)
+            response = ProxyResponse.error(exc, kind)
         outcome = "error" if response.status >= 400 else response.headers.get("x-hitrate-cache",
                                                                                "bypass")
-        self.stats.requests[kind, outcome] += 1
+        self.stats.requests[kind.name, outcome] += 1
         return response
 
-    def _parse(self, kind: str, raw_body: bytes, headers: Mapping[str, str],
+    def _parse(self, kind: EndpointKind, raw_body: bytes, headers: Mapping[str, str],
                resolve: Resolver) -> tuple[dict[str, Any], Controls, Upstream]:
         try:
             body = orjson.loads(raw_body)
         except orjson.JSONDecodeError as exc:
             raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from None
-        schemas.validate(kind, body)
+        schemas.validate(kind.schema, body)
         try:
             controls = parse_controls(body.pop("cache", None), headers.get("cache-control"))
         except ControlError as exc:
@@ -128,24 +131,25 @@ class CachingProxy:
                            "model_not_found", "model")
         return body, controls, upstream
 
-    # -- chat and completions ------------------------------------------------------
+    # -- one answer per request (chat, completions, ...) ---------------------------
 
-    async def _generate(self, kind: str, body: dict[str, Any], controls: Controls,
+    async def _generate(self, kind: EndpointKind, body: dict[str, Any], controls: Controls,
                         upstream: Upstream, scope: str) -> ProxyResponse:
-        streaming = body.get("stream") is True
+        streaming = body.get("stream") is True and kind.streams()
         cache = self.cache
+        pending: Pending | None = None
         if cache is None or not cache.enabled_for(controls):
-            if streaming:
-                return await self._stream(kind, body, upstream, cache_headers("bypass"))
-            return await self._fetch(kind, body, upstream, cache_headers("bypass"))
-        plan = cache.plan(kind, body, controls, scope=scope)
-        found = await cache.lookup(plan)
-        if found.entry is not None:
-            return self._serve_hit(plan, found.entry, body, streaming, found.similarity)
-        headers = cache_headers(plan.status_if_not_hit, plan.key)
+            headers = cache_headers("bypass")
+        else:
+            plan = cache.plan(kind, body, controls, scope=scope)
+            found = await cache.lookup(plan)
+            if found.entry is not None:
+                return self._serve_hit(plan, found.entry, body, streaming, found.similarity)
+            pending = found.pending
+            headers = cache_headers(plan.status_if_not_hit, plan.key)
         if streaming:
-            return await self._stream(kind, body, upstream, headers, plan, found.flight)
-        return await self._fetch(kind, body, upstream, headers, plan, found.flight)
+            return await self._stream(kind, body, upstream, headers, pending)
+        return await self._fetch(kind, body, upstream, headers, pending)
 
     def _serve_hit(self, plan: Plan, entry: Entry, body: dict[str, Any],
                    streaming: bool, similarity: float | None = None) -> ProxyResponse:
@@ -153,49 +157,42 @@ class CachingProxy:
         headers["x-hitrate-cache-kind"] = "exact" if similarity is None else "semantic"
         if similarity is not None:
             headers["x-hitrate-semantic-similarity"] = f"{min(1.0, max(0.0, similarity)):.4f}"
-        if streaming:
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            chunks = replay(plan.kind, entry.response, include_usage)
+        if streaming and plan.kind.replay is not None:
+            chunks = plan.kind.replay(entry.response, body)
             return ProxyResponse(200, {**SSE_HEADERS, **headers}, stream=_aiter(chunks))
         return ProxyResponse(200, {**JSON_HEADERS, **headers}, entry.body_bytes())
 
-    async def _fetch(self, kind: str, body: dict[str, Any], upstream: Upstream,
-                     headers: dict[str, str], plan: Plan | None = None,
-                     flight: Flight | None = None) -> ProxyResponse:
+    async def _fetch(self, kind: EndpointKind, body: dict[str, Any], upstream: Upstream,
+                     headers: dict[str, str], pending: Pending | None) -> ProxyResponse:
         try:
-            reply = await upstream.post(PATHS[kind], body)
+            reply = await upstream.post(kind.upstream_path, body)
         except BaseException:
-            if self.cache is not None:
-                self.cache.abandon(flight)
+            if pending is not None:
+                pending.abandon()
             raise
-        self.stats.upstream_seconds[kind].observe(reply.latency_ms / 1000)
-        if plan is not None and self.cache is not None:
-            entry = None
-            if reply.status == 200:
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    response = orjson.loads(reply.content)
-                    if isinstance(response, dict):
-                        entry = Entry(plan.key, kind, response,
-                                      upstream_latency_ms=reply.latency_ms,
-                                      model=body["model"], response_bytes=reply.content)
-            await self.cache.finish(plan, flight, entry)
+        self.stats.upstream_seconds[kind.name].observe(reply.latency_ms / 1000)
+        if pending is not None:
+            response = _json_object(reply.content) if reply.status == 200 else None
+            if response is None:
+                pending.abandon()
+            else:
+                await pending.store(response, latency_ms=reply.latency_ms, model=body["model"],
+                                    response_bytes=reply.content)
         return ProxyResponse(reply.status, {**reply.headers, **headers}, reply.content)
 
-    async def _stream(self, kind: str, body: dict[str, Any], upstream: Upstream,
-                      headers: dict[str, str], plan: Plan | None = None,
-                      flight: Flight | None = None) -> ProxyResponse:
-        cache = self.cache
-        manager = upstream.stream(PATHS[kind], body)
+    async def _stream(self, kind: EndpointKind, body: dict[str, Any], upstream: Upstream,
+                      headers: dict[str, str], pending: Pending | None) -> ProxyResponse:
+        manager = upstream.stream(kind.upstream_path, body)
         try:
             up = await manager.__aenter__()
         except BaseException:
-            if cache is not None:
-                cache.abandon(flight)
+            if pending is not None:
+                pending.abandon()
             raise
         if up.status != 200:
             await manager.__aexit__(None, None, None)
-            if cache is not None:
-                cache.abandon(flight)
+            if pending is not None:
+                pending.abandon()
             return ProxyResponse(up.status, {**up.headers, **headers}, up.error_body)
 
         closed = False
@@ -204,31 +201,23 @@ class CachingProxy:
             nonlocal closed
             if not closed:
                 closed = True
-                self.stats.upstream_seconds[kind].observe(time.perf_counter() - up.started)
-            if cache is not None:
-                cache.abandon(flight)  # no-op after finish(); releases waiters otherwise
+                self.stats.upstream_seconds[kind.name].observe(time.perf_counter() - up.started)
+            if pending is not None:
+                pending.abandon()  # no-op once stored; releases waiters otherwise
             with contextlib.suppress(Exception):
                 await manager.__aexit__(None, None, None)
 
-        async def settle(capture: StreamCapture) -> None:
-            assert cache is not None and plan is not None
-            entry = None
-            if capture.complete:
-                latency = (time.perf_counter() - up.started) * 1000
-                entry = Entry(plan.key, kind, capture.response(), upstream_latency_ms=latency,
-                              model=body["model"])
-            await cache.finish(plan, flight, entry)
-
         async def relay() -> AsyncIterator[bytes]:
-            capture = StreamCapture(kind) if plan is not None and cache is not None else None
+            assert kind.capture is not None
+            capture = kind.capture() if pending is not None else None
             try:
                 async for chunk in up.chunks:
                     if capture is not None:
                         capture.feed(chunk)
                         if capture.done:
                             # Store before the last bytes go out: clients often stop
-                            # reading at [DONE] and close, which would end us here.
-                            await settle(capture)
+                            # reading at the end event and close, which would end us here.
+                            await _settle(capture)
                             capture = None
                     yield chunk
             except httpx.HTTPError as exc:
@@ -237,63 +226,67 @@ class CachingProxy:
             finally:
                 await close()
 
+        async def _settle(capture: kinds.StreamCapture) -> None:
+            assert pending is not None
+            if not capture.complete:
+                pending.abandon()
+                return
+            latency = (time.perf_counter() - up.started) * 1000
+            await pending.store(capture.response(), latency_ms=latency, model=body["model"])
+
         return ProxyResponse(200, {**SSE_HEADERS, **up.headers, **headers}, stream=relay(),
                              on_close=close)
 
-    # -- embeddings ----------------------------------------------------------------
+    # -- one entry per input item (embeddings) -------------------------------------
 
-    async def _embeddings(self, body: dict[str, Any], controls: Controls, upstream: Upstream,
-                          scope: str) -> ProxyResponse:
+    async def _batched(self, kind: EndpointKind, body: dict[str, Any], controls: Controls,
+                       upstream: Upstream, scope: str) -> ProxyResponse:
         cache = self.cache
         if cache is None or not cache.enabled_for(controls):
-            return await self._fetch("embedding", body, upstream, cache_headers("bypass"))
+            return await self._fetch(kind, body, upstream, cache_headers("bypass"), None)
         items, single = _split_input(body["input"])
-        base = {k: v for k, v in body.items() if k != "input"}
-        canonical_base = canonical_request(base)
-        plans = [cache.plan_canonical("embedding", {**canonical_base, "input": item}, base,
-                                      controls, scope=scope) for item in items]
-        entries: list[Entry | None] = (await cache.get_many(plans) if controls.no_cache is False
-                                       else [None] * len(plans))
-        missing = [i for i, entry in enumerate(entries) if entry is None]
-        cache.count_batch(plans, entries, bypassed=controls.no_cache)
+        batch = await cache.lookup_batch(kind, body, "input", items, controls, scope=scope)
+        missing = batch.missing
+        status, age = batch.status, batch.age()  # before `fill` completes the batch
         model = body["model"]
         extra_headers: dict[str, str] = {}
         if missing:
             sent = [items[i] for i in missing]
-            request = {**base, "input": sent[0] if single else sent}
-            reply = await upstream.post(PATHS["embedding"], request)
-            self.stats.upstream_seconds["embedding"].observe(reply.latency_ms / 1000)
+            request = {**body, "input": sent[0] if single else sent}
+            reply = await upstream.post(kind.upstream_path, request)
+            self.stats.upstream_seconds[kind.name].observe(reply.latency_ms / 1000)
             fresh = _parse_embeddings(reply, len(sent))
             if isinstance(fresh, ProxyResponse):
-                fresh.headers.update(cache_headers(plans[0].status_if_not_hit))
+                fresh.headers.update(cache_headers(status))
                 return fresh
             vectors, tokens, model = fresh
             weights = [len(item) if isinstance(item, str | list) else 1 for item in sent]
-            new_pairs = []
-            for slot, vector, n_tokens in zip(missing, vectors, _split_tokens(tokens, weights),
-                                              strict=True):
-                entry = Entry(plans[slot].key, "embedding",
-                              {"embedding": vector, "tokens": n_tokens},
-                              upstream_latency_ms=reply.latency_ms, model=model)
-                entries[slot] = entry
-                new_pairs.append((plans[slot], entry))
-            await cache.put_many(new_pairs)
+            await batch.fill([{"embedding": vector, "tokens": n_tokens} for vector, n_tokens
+                              in zip(vectors, _split_tokens(tokens, weights), strict=True)],
+                             latency_ms=reply.latency_ms, model=model)
             extra_headers = {k: v for k, v in reply.headers.items() if k != "content-type"}
         data = []
         total_tokens = 0
-        for index, entry in enumerate(entries):
+        for index, entry in enumerate(batch.entries):
             assert entry is not None
             data.append({"object": "embedding", "index": index,
                          "embedding": entry.response["embedding"]})
             total_tokens += int(entry.response.get("tokens", 0))
         response = {"object": "list", "data": data, "model": model,
                     "usage": {"prompt_tokens": total_tokens, "total_tokens": total_tokens}}
-        status = "hit" if not missing else plans[0].status_if_not_hit
+        plans = batch.plans
         key = ",".join(p.key for p in plans) if len(plans) <= 64 else None
-        age = max((e.age() for i, e in enumerate(entries) if e and i not in missing), default=0)
         headers = {**JSON_HEADERS, **extra_headers, **cache_headers(status, key, age),
                    "x-hitrate-cache-items-hit": f"{len(items) - len(missing)}/{len(items)}"}
         return ProxyResponse(200, headers, orjson.dumps(response))
+
+
+def _json_object(content: bytes) -> dict[str, Any] | None:
+    with contextlib.suppress(orjson.JSONDecodeError):
+        value = orjson.loads(content)
+        if isinstance(value, dict):
+            return value
+    return None
 
 
 def _split_input(value: Any) -> tuple[list[Any], bool]:

@@ -67,18 +67,12 @@ class EmbeddingRequest(_Strict):
     cache: dict[str, Any] | None = None
 
 
-SCHEMAS: dict[str, type[BaseModel]] = {
-    "chat": ChatRequest,
-    "completion": CompletionRequest,
-    "embedding": EmbeddingRequest,
-}
-
-
-def validate(kind: str, body: Any) -> None:
+def validate(schema: type[BaseModel], body: Any) -> None:
+    """Checks `body` against a kind's request schema; a 400 naming the parameter."""
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object", code="invalid_json")
     try:
-        SCHEMAS[kind].model_validate(body)
+        schema.model_validate(body)
     except ValidationError as exc:
         raise _from_pydantic(exc) from None
 

@@ -2,7 +2,8 @@
 
 We store streamed answers in the non-streaming shape (`chat.completion` /
 `text_completion`), so either kind of request can be served from either kind of
-miss with the same answer.
+miss with the same answer. The endpoint-kind table (`hitrate.kinds`) says which
+capture and replay each kind uses.
 """
 
 from __future__ import annotations
@@ -35,15 +36,16 @@ class SSEParser:
         return out
 
 
-class StreamCapture:
+class _ChoicesCapture:
     """Assembles `chat.completion.chunk` / `text_completion` chunks into one response.
 
     `complete` is True only if the stream ended with [DONE], every choice got a
     finish_reason and no error event was seen: a broken stream is never stored.
     """
 
-    def __init__(self, kind: str):
-        self.kind = kind
+    object_name = ""
+
+    def __init__(self) -> None:
         self.parser = SSEParser()
         self.done = False
         self.failed = False
@@ -77,17 +79,41 @@ class StreamCapture:
         for choice in chunk.get("choices") or []:
             index = choice.get("index", 0)
             slot = self.choices.setdefault(index, {"index": index, "finish_reason": None})
-            if self.kind == "chat":
-                self._add_chat_delta(slot, choice)
-            else:
-                slot["text"] = slot.get("text", "") + (choice.get("text") or "")
-                if choice.get("logprobs"):
-                    self.failed = True  # legacy logprobs streams are not reassembled
+            self._add_choice(slot, choice)
             if choice.get("finish_reason"):
                 slot["finish_reason"] = choice["finish_reason"]
 
-    @staticmethod
-    def _add_chat_delta(slot: dict[str, Any], choice: dict[str, Any]) -> None:
+    def _add_choice(self, slot: dict[str, Any], choice: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    @property
+    def complete(self) -> bool:
+        return (
+            self.done
+            and not self.failed
+            and bool(self.choices)
+            and all(c["finish_reason"] for c in self.choices.values())
+        )
+
+    def _finish_choice(self, slot: dict[str, Any]) -> dict[str, Any]:
+        return slot
+
+    def response(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.meta.get("id", ""), "object": self.object_name,
+                               "created": self.meta.get("created", 0),
+                               "model": self.meta.get("model", "")}
+        if "system_fingerprint" in self.meta:
+            out["system_fingerprint"] = self.meta["system_fingerprint"]
+        out["choices"] = [self._finish_choice(dict(self.choices[i])) for i in sorted(self.choices)]
+        if self.usage is not None:
+            out["usage"] = self.usage
+        return out
+
+
+class ChatCapture(_ChoicesCapture):
+    object_name = "chat.completion"
+
+    def _add_choice(self, slot: dict[str, Any], choice: dict[str, Any]) -> None:
         message = slot.setdefault("message", {"role": "assistant", "content": None})
         delta = choice.get("delta") or {}
         if delta.get("role"):
@@ -118,60 +144,44 @@ class StreamCapture:
         if logprobs and logprobs.get("content"):
             slot.setdefault("logprobs", {"content": []})["content"].extend(logprobs["content"])
 
-    @property
-    def complete(self) -> bool:
-        return (
-            self.done
-            and not self.failed
-            and bool(self.choices)
-            and all(c["finish_reason"] for c in self.choices.values())
-        )
+    def _finish_choice(self, slot: dict[str, Any]) -> dict[str, Any]:
+        slot.setdefault("logprobs", None)
+        return slot
 
-    def response(self) -> dict[str, Any]:
-        obj = "chat.completion" if self.kind == "chat" else "text_completion"
-        out: dict[str, Any] = {"id": self.meta.get("id", ""), "object": obj,
-                               "created": self.meta.get("created", 0),
-                               "model": self.meta.get("model", "")}
-        if "system_fingerprint" in self.meta:
-            out["system_fingerprint"] = self.meta["system_fingerprint"]
-        choices = []
-        for index in sorted(self.choices):
-            slot = dict(self.choices[index])
-            if self.kind == "chat":
-                slot.setdefault("logprobs", None)
-            choices.append(slot)
-        out["choices"] = choices
-        if self.usage is not None:
-            out["usage"] = self.usage
-        return out
+
+class CompletionCapture(_ChoicesCapture):
+    object_name = "text_completion"
+
+    def _add_choice(self, slot: dict[str, Any], choice: dict[str, Any]) -> None:
+        slot["text"] = slot.get("text", "") + (choice.get("text") or "")
+        if choice.get("logprobs"):
+            self.failed = True  # legacy logprobs streams are not reassembled
 
 
 def _event(obj: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-def replay(kind: str, response: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
-    """A stored response as the SSE byte stream the upstream would have sent."""
-    if kind == "chat":
-        yield from _replay_chat(response, include_usage)
-    else:
-        yield from _replay_completion(response, include_usage)
-    yield DONE
+def include_usage(request: dict[str, Any]) -> bool:
+    options = request.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
 
 
-def _chunk_base(response: dict[str, Any], obj: str, include_usage: bool) -> dict[str, Any]:
+def _chunk_base(response: dict[str, Any], obj: str, with_usage: bool) -> dict[str, Any]:
     base: dict[str, Any] = {"id": response.get("id", ""), "object": obj,
                             "created": response.get("created", 0),
                             "model": response.get("model", "")}
     if response.get("system_fingerprint") is not None:
         base["system_fingerprint"] = response["system_fingerprint"]
-    if include_usage:
+    if with_usage:
         base["usage"] = None
     return base
 
 
-def _replay_chat(response: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
-    base = _chunk_base(response, "chat.completion.chunk", include_usage)
+def replay_chat(response: dict[str, Any], request: dict[str, Any]) -> Iterator[bytes]:
+    """A stored chat completion as the SSE byte stream the upstream would have sent."""
+    with_usage = include_usage(request)
+    base = _chunk_base(response, "chat.completion.chunk", with_usage)
     for choice in response.get("choices", []):
         message = choice.get("message") or {}
         delta: dict[str, Any] = {"role": message.get("role", "assistant")}
@@ -190,16 +200,19 @@ def _replay_chat(response: dict[str, Any], include_usage: bool) -> Iterator[byte
                                            "finish_reason": None}]})
         yield _event({**base, "choices": [{"index": index, "delta": {}, "logprobs": None,
                                            "finish_reason": choice.get("finish_reason")}]})
-    if include_usage and response.get("usage"):
+    if with_usage and response.get("usage"):
         yield _event({**base, "choices": [], "usage": response["usage"]})
+    yield DONE
 
 
-def _replay_completion(response: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
-    base = _chunk_base(response, "text_completion", include_usage)
+def replay_completion(response: dict[str, Any], request: dict[str, Any]) -> Iterator[bytes]:
+    with_usage = include_usage(request)
+    base = _chunk_base(response, "text_completion", with_usage)
     for choice in response.get("choices", []):
         yield _event({**base, "choices": [{"index": choice.get("index", 0),
                                            "text": choice.get("text", ""),
                                            "logprobs": None,
                                            "finish_reason": choice.get("finish_reason")}]})
-    if include_usage and response.get("usage"):
+    if with_usage and response.get("usage"):
         yield _event({**base, "choices": [], "usage": response["usage"]})
+    yield DONE
