@@ -1,12 +1,14 @@
-"""Make an `openai.OpenAI` / `openai.AsyncOpenAI` client cache-aware, in process.
+"""Make an OpenAI or Anthropic SDK client cache-aware, in process.
 
     cache = hitrate.Cache(ttl=3600)
-    client = hitrate.cached_client(openai.OpenAI(), cache)
+    client = hitrate.cached_client(openai.OpenAI(), cache)    # or AsyncOpenAI,
+    claude = hitrate.cached_client(anthropic.Anthropic(), cache)   # AsyncAnthropic
 
-The wrapper swaps the client's HTTP transport for one that sends chat, completion
-and embedding calls through the same `CachingProxy` the gateway uses: same keys,
-same rules, same per-request controls (`extra_body={"cache": {...}}`). Everything
-else (files, models, ...) goes to the provider untouched.
+The wrapper swaps the client's HTTP transport for one that sends every call of a
+cached endpoint kind (`hitrate.kinds`: chat, completions, embeddings, responses,
+messages) through the same `CachingProxy` the gateway uses: same keys, same rules,
+same per-request controls (`extra_body={"cache": {...}}`). Everything else (files,
+models, ...) goes to the provider untouched.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ def _kind(request: Any) -> EndpointKind | None:
 
 
 def _httpx_module(client: Any) -> Any:
-    """The httpx flavour this openai version is built on (httpx, or httpx2 in 3.x)."""
-    import openai._base_client as base
+    """The httpx flavour the client's SDK is built on (httpx, or httpx2 in newer ones)."""
+    import importlib
 
+    package = type(client).__module__.split(".")[0]  # "openai" / "anthropic"
+    base = importlib.import_module(f"{package}._base_client")
     return getattr(base, "httpx2", None) or base.httpx
 
 
@@ -67,13 +71,12 @@ class _Core:
 
 
 def cached_client(client: C, cache: ResponseCache | None = None) -> C:
-    """A copy of `client` whose chat/completions/embeddings calls go through `cache`."""
-    import openai
-
+    """A copy of `client` (an OpenAI or Anthropic SDK client, sync or async) whose calls
+    of cached endpoint kinds go through `cache`."""
     cache = cache if cache is not None else ResponseCache()
     hx = _httpx_module(client)
     core = _Core(cache)
-    if isinstance(client, openai.AsyncOpenAI):
+    if isinstance(getattr(client, "_client", None), hx.AsyncClient):
         transport = _async_transport(hx, core)
         return client.with_options(http_client=hx.AsyncClient(transport=transport))  # type: ignore[attr-defined]
     transport = _sync_transport(hx, core)

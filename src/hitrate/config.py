@@ -41,6 +41,8 @@ class ModelConfig(_Section):
     api_version: str | None = None
     timeout: float = Field(default=600.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
+    # Connections to this model's upstream origin (deployments on one origin share them).
+    max_connections: int = Field(default=256, ge=1, le=10_000)
 
     @field_validator("api_base")
     @classmethod

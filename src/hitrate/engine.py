@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -223,11 +223,15 @@ class ResponseCache:
 
     def plan(
         self, kind: EndpointKind | str, request: dict[str, Any], controls: Controls, *,
-        scope: str = ""
+        scope: str = "", headers: Mapping[str, str] | None = None
     ) -> Plan:
-        """`request` is the body without the `cache` object; the key is its canonical form."""
+        """`request` is the body without the `cache` object; the key is its canonical form,
+        plus `headers` that change the answer (a kind's forwarded headers, e.g.
+        `anthropic-beta`)."""
         kind = kinds.get(kind) if isinstance(kind, str) else kind
         canonical = keys.canonical_request(request, kind.excluded_fields)
+        if headers:
+            canonical["#headers"] = dict(headers)
         return self._plan_canonical(kind, canonical, request, controls, scope=scope)
 
     def _plan_canonical(

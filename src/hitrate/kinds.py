@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hitrate import policy, prompts
-from hitrate.errors import APIError
+from hitrate.errors import APIError, anthropic_error_bytes
 
 
 class StreamCapture(Protocol):
@@ -57,6 +57,13 @@ class EndpointKind:
     excluded_fields: frozenset[str] = frozenset()
     batched: bool = False  # one cache entry per input item (embeddings)
     error_body: Callable[[APIError], bytes] = field(default=APIError.body_bytes)
+    # How a deployment's API key goes upstream: "bearer" (Authorization) or "x-api-key".
+    auth: str = "bearer"
+    default_headers: Mapping[str, str] = field(default_factory=dict)  # sent upstream
+    # Client request headers forwarded upstream; their values are part of the key.
+    forwarded_headers: tuple[str, ...] = ()
+    # Uncached routes of the same API forwarded as they are: (path, methods).
+    passthrough: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def streams(self) -> bool:
         return self.capture is not None
@@ -79,6 +86,21 @@ def _openai_usage(response: dict[str, Any]) -> tuple[int, int, int]:
     return prompt, completion, cached
 
 
+def _anthropic_usage(response: dict[str, Any]) -> tuple[int, int, int]:
+    """Anthropic counts cache reads and writes apart from `input_tokens`; the prompt is
+    all three, of which the reads were cached."""
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
+        return 0, 0, 0
+    try:
+        cached = int(usage.get("cache_read_input_tokens") or 0)
+        prompt = (int(usage.get("input_tokens") or 0) + cached
+                  + int(usage.get("cache_creation_input_tokens") or 0))
+        return prompt, int(usage.get("output_tokens") or 0), cached
+    except (TypeError, ValueError):
+        return 0, 0, 0
+
+
 def _embedding_usage(item: dict[str, Any]) -> tuple[int, int, int]:
     try:
         return int(item.get("tokens") or 0), 0, 0
@@ -88,7 +110,7 @@ def _embedding_usage(item: dict[str, Any]) -> tuple[int, int, int]:
 
 def _build_table() -> dict[str, EndpointKind]:
     # Imported here: the gateway's schema and SSE modules import this one's users.
-    from hitrate.gateway import schemas, sse
+    from hitrate.gateway import schemas, sse, sse_messages, sse_responses
 
     kinds = [
         EndpointKind(
@@ -121,6 +143,35 @@ def _build_table() -> dict[str, EndpointKind]:
             rejection=lambda _request, item: policy.embedding_rejection(item),
             usage=_embedding_usage,
             batched=True,
+        ),
+        EndpointKind(
+            name="responses",
+            routes=("/v1/responses", "/responses"),
+            upstream_path="/responses",
+            schema=schemas.ResponsesRequest,
+            rejection=policy.responses_rejection,
+            usage=_openai_usage,
+            capture=sse_responses.ResponsesCapture,
+            replay=sse_responses.replay_responses,
+            semantic_split=prompts.split_responses,
+            excluded_fields=frozenset({"background", "include_obfuscation"}),
+            passthrough=(("/v1/responses/{rest:path}", ("GET", "DELETE", "POST")),),
+        ),
+        EndpointKind(
+            name="messages",
+            routes=("/v1/messages",),
+            upstream_path="/messages",
+            schema=schemas.MessagesRequest,
+            rejection=policy.messages_rejection,
+            usage=_anthropic_usage,
+            capture=sse_messages.MessagesCapture,
+            replay=sse_messages.replay_messages,
+            semantic_split=prompts.split_messages,
+            error_body=anthropic_error_bytes,
+            auth="x-api-key",
+            default_headers={"anthropic-version": "2023-06-01"},
+            forwarded_headers=("anthropic-version", "anthropic-beta"),
+            passthrough=(("/v1/messages/count_tokens", ("POST",)),),
         ),
     ]
     return {kind.name: kind for kind in kinds}

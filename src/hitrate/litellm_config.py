@@ -13,12 +13,12 @@ import logging
 import os
 from typing import Any
 
-log = logging.getLogger("hitrate.config")
+from hitrate.providers import KEY_ALIASES, PROVIDERS
 
-# LiteLLM provider prefix -> how we reach it. All of these speak the OpenAI wire format.
-_OPENAI_COMPATIBLE = {"openai", "hosted_vllm", "vllm", "openai_compatible", "custom_openai",
-                      "text-completion-openai", "lm_studio", "llamafile", "xinference"}
-_OLLAMA = {"ollama", "ollama_chat"}
+log = logging.getLogger("hitrate.config")
+# Spellings that would only clutter the list of supported providers in an error.
+_HIDDEN = {"text-completion-openai", "openai_compatible", "custom_openai", "ollama_chat", "vllm"}
+
 _CACHE_TYPES = {"local": "memory", "memory": "memory", "in-memory": "memory", "disk": "disk",
                 "redis": "redis", "s3": "s3", "gcs": "gcs", "azure-blob": "azure-blob",
                 "azure_blob": "azure-blob"}
@@ -75,23 +75,29 @@ def _convert_model(i: int, item: Any) -> dict[str, Any]:
         provider, upstream_model = "openai", target
     out: dict[str, Any] = {"name": name, "model": upstream_model}
     api_base = params.get("api_base") or params.get("base_url")
-    if provider in _OPENAI_COMPATIBLE:
-        if api_base:
-            out["api_base"] = api_base
-    elif provider == "azure":
+    api_key = params.get("api_key")
+    if provider == "azure":
         if not api_base:
             raise ConfigError(f"{_field(i, 'api_base')}: required for azure/ models")
         out.update(provider="azure", api_base=api_base,
                    api_version=params.get("api_version") or "2024-10-21")
-    elif provider in _OLLAMA:
-        out["api_base"] = (api_base or "http://localhost:11434").rstrip("/") + "/v1"
+        api_key = api_key or os.environ.get("AZURE_API_KEY")
+    elif provider in PROVIDERS:
+        known = PROVIDERS[provider]
+        if provider in ("ollama", "ollama_chat") and api_base:
+            api_base = api_base.rstrip("/") + "/v1"  # LiteLLM takes Ollama's root URL
+        if api_base or known.api_base:
+            out["api_base"] = api_base or known.api_base
+        if not api_key and known.key_env:
+            api_key = (os.environ.get(known.key_env)
+                       or os.environ.get(KEY_ALIASES.get(known.key_env, ""), ""))
     else:
         raise ConfigError(
-            f"{_field(i, 'model')}: provider {provider!r} is not supported; hitrate forwards "
-            "to OpenAI-compatible endpoints (openai/, azure/, hosted_vllm/, ollama/)"
-        )
-    if params.get("api_key"):
-        out["api_key"] = params["api_key"]
+            f"{_field(i, 'model')}: provider {provider!r} is not supported (it needs request "
+            "signing or its own protocol); supported: azure, "
+            + ", ".join(sorted(p for p in PROVIDERS if p not in _HIDDEN)))
+    if api_key:
+        out["api_key"] = api_key
     timeout = params.get("timeout", params.get("request_timeout"))
     if timeout is not None:
         out["timeout"] = timeout

@@ -96,3 +96,67 @@ def embedding_rejection(item: Any) -> str | None:
     if isinstance(vector, str) and vector:
         return None
     return "empty"
+
+
+def _wants_json_text(request: dict[str, Any]) -> bool:
+    """Responses API JSON mode: `text.format.type` json_object / json_schema."""
+    text = request.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
+    return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
+
+
+def responses_rejection(request: dict[str, Any], response: Any) -> str | None:
+    """A Responses API answer may be cached only if it completed with output: never
+    `incomplete`, `failed`, `in_progress` or carrying an `error`."""
+    if not isinstance(response, dict) or response.get("error"):
+        return "error"
+    status = response.get("status")
+    if status != "completed":
+        return f"status_{status}" if isinstance(status, str) else "unfinished"
+    if response.get("incomplete_details"):
+        return "incomplete"
+    output = response.get("output")
+    if not isinstance(output, list):
+        return "malformed"
+    texts: list[str] = []
+    has_call = False
+    for item in output:
+        if not isinstance(item, dict):
+            return "malformed"
+        kind = item.get("type")
+        if isinstance(kind, str) and kind.endswith("_call"):
+            has_call = True
+        elif kind == "message":
+            for part in item.get("content") or []:
+                if isinstance(part, dict) and part.get("type") == "output_text":
+                    texts.append(str(part.get("text") or ""))
+    text = "".join(texts)
+    if not text.strip() and not has_call:
+        return "empty"
+    if _wants_json_text(request) and not has_call and not _is_json(text):
+        return "invalid_json"
+    return None
+
+
+CACHEABLE_STOP_REASONS = frozenset({"end_turn", "stop_sequence", "tool_use"})
+
+
+def messages_rejection(request: dict[str, Any], response: Any) -> str | None:
+    """An Anthropic message may be cached only if the model finished on its own or
+    asked for a tool: never `max_tokens`, `refusal`, `pause_turn` or an error."""
+    if not isinstance(response, dict) or response.get("type") != "message":
+        return "error"
+    stop = response.get("stop_reason")
+    if stop not in CACHEABLE_STOP_REASONS:
+        return f"stop_reason_{stop}" if isinstance(stop, str) else "unfinished"
+    content = response.get("content")
+    if not isinstance(content, list):
+        return "malformed"
+    for block in content:
+        if not isinstance(block, dict):
+            return "malformed"
+        if block.get("type") == "tool_use":
+            return None
+        if block.get("type") == "text" and str(block.get("text") or "").strip():
+            return None
+    return "empty"

@@ -46,3 +46,19 @@ def split_completion(canonical: dict[str, Any]) -> tuple[str, dict[str, Any]] | 
     if not isinstance(prompt, str) or not prompt.strip():
         return None
     return prompt, {k: v for k, v in canonical.items() if k != "prompt"}
+
+
+def split_responses(canonical: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """Responses API: `input` is a string (one user turn) or a list of items whose last
+    must be a user message; `instructions` and everything else are the scope."""
+    value = canonical.get("input")
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        return value, {k: v for k, v in canonical.items() if k != "input"}
+    return _split_turns(canonical, "input")
+
+
+def split_messages(canonical: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """Anthropic Messages: the last user turn; `system` and earlier turns are the scope."""
+    return _split_turns(canonical, "messages")

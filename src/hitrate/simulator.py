@@ -2,12 +2,14 @@
 
 Used by `hitrate demo` (no network, no API key), by the test suite as the fake
 provider, and by the benchmarks. It speaks the OpenAI wire format for chat,
-completions (both also as SSE streams), embeddings and models.
+completions (both also as SSE streams), embeddings and models, the Responses API
+(`simulator_responses.py`) and Anthropic's Messages API (`simulator_messages.py`).
 
 Every answer carries a call number ("#7"), so a client can tell a fresh answer from
 a cached one. Markers in the last user message trigger the awkward cases tests need:
 `[[length]]`, `[[filter]]`, `[[empty]]`, `[[error:CODE]]`, `[[slow:SECONDS]]`,
-`[[break]]` (stream dies before it ends), `[[badjson]]` (invalid JSON in JSON mode).
+`[[break]]` (stream dies before it ends), `[[badjson]]` (invalid JSON in JSON mode),
+`[[reasoning]]` (chat: a `reasoning_content` field, streamed as its own deltas).
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ def create_simulator(state: SimulatorState | None = None) -> Starlette:
             text = content if n == 1 else f"{content} (choice {index})"
             if kind == "chat":
                 message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+                if "reasoning" in markers:
+                    message["reasoning_content"] = f"Thinking #{number} about: {prompt}"
                 if body.get("tools"):
                     tool = body["tools"][0]["function"]["name"]
                     message = {"role": "assistant", "content": None, "tool_calls": [{
@@ -165,6 +169,9 @@ def create_simulator(state: SimulatorState | None = None) -> Starlette:
                 yield _event({**base, "choices": [{"index": index, "delta": {
                     "role": "assistant", "content": "" if message.get("content") is not None
                     else None}, "logprobs": None, "finish_reason": None}]})
+                for piece in re.findall(r"\S+\s*", message.get("reasoning_content") or ""):
+                    yield _event({**base, "choices": [{"index": index, "delta": {
+                        "reasoning_content": piece}, "logprobs": None, "finish_reason": None}]})
                 if message.get("tool_calls"):
                     call = message["tool_calls"][0]
                     args = call["function"]["arguments"]
@@ -240,7 +247,11 @@ def create_simulator(state: SimulatorState | None = None) -> Starlette:
         state.reset()
         return _json({"ok": True})
 
+    from hitrate import simulator_messages, simulator_responses
+
     app = Starlette(routes=[
+        *simulator_responses.routes(state, delay, _markers),
+        *simulator_messages.routes(state, delay, _markers),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),

@@ -106,10 +106,17 @@ def test_streaming_paraphrase_replays_a_stream(semantic_gateway, upstream):
 
 def test_ttl_expiry_removes_semantic_candidates(semantic_gateway, upstream):
     client = semantic_gateway.client()
-    ask(client, "How do I learn Rust?", extra_body={"cache": {"ttl": 1}})
+    # A TTL long enough for the paraphrase to be asked on a busy machine; then poll for
+    # the expiry with a generous deadline instead of racing a fixed sleep.
+    stored_at = time.monotonic()
+    ask(client, "How do I learn Rust?", extra_body={"cache": {"ttl": 8}})
     assert ask(client, "How can I learn Rust?")[0]["x-hitrate-cache"] == "hit"
-    time.sleep(1.1)
-    assert ask(client, "How can I learn Rust?")[0]["x-hitrate-cache"] == "miss"
+    time.sleep(max(0.0, 8.1 - (time.monotonic() - stored_at)))
+    deadline = time.monotonic() + 30
+    while ask(client, "How can I learn Rust?",
+              extra_body={"cache": {"no-store": True}})[0]["x-hitrate-cache"] != "miss":
+        assert time.monotonic() < deadline, "the expired entry kept answering"
+        time.sleep(0.2)
 
 
 def test_admin_delete_removes_the_vector(make_gateway, upstream):

@@ -25,7 +25,7 @@ from hitrate.engine import Pending, Plan, ResponseCache
 from hitrate.entry import Entry
 from hitrate.errors import APIError, bad_request, error_body
 from hitrate.gateway import schemas
-from hitrate.gateway.upstream import UpstreamReply, UpstreamStream
+from hitrate.gateway.upstream import NO_HEADERS, UpstreamReply, UpstreamStream
 from hitrate.kinds import EndpointKind
 from hitrate.metrics import UPSTREAM_BUCKETS, Histogram
 
@@ -35,11 +35,15 @@ JSON_HEADERS = {"content-type": "application/json"}
 
 
 class Upstream(Protocol):
-    async def post(self, path: str, body: dict[str, Any]) -> UpstreamReply: ...
+    async def post(self, kind: EndpointKind, body: dict[str, Any],
+                   extra_headers: Mapping[str, str] = ...) -> UpstreamReply: ...
 
     def stream(
-        self, path: str, body: dict[str, Any]
+        self, kind: EndpointKind, body: dict[str, Any], extra_headers: Mapping[str, str] = ...
     ) -> contextlib.AbstractAsyncContextManager[UpstreamStream]: ...
+
+    async def forward(self, kind: EndpointKind, method: str, path: str, content: bytes,
+                      extra_headers: Mapping[str, str], query: str = "") -> UpstreamReply: ...
 
 
 Resolver = Callable[[str], Upstream | None]
@@ -102,10 +106,12 @@ class CachingProxy:
         share an entry or an in-flight upstream call."""
         try:
             body, controls, upstream = self._parse(kind, raw_body, headers, resolve)
+            forwarded = {name: headers[name] for name in kind.forwarded_headers if name in headers}
             if kind.batched:
                 response = await self._batched(kind, body, controls, upstream, scope)
             else:
-                response = await self._generate(kind, body, controls, upstream, scope)
+                response = await self._generate(kind, body, controls, upstream, scope,
+                                                forwarded)
         except APIError as exc:
             response = ProxyResponse.error(exc, kind)
         outcome = "error" if response.status >= 400 else response.headers.get("x-hitrate-cache",
@@ -131,25 +137,54 @@ class CachingProxy:
                            "model_not_found", "model")
         return body, controls, upstream
 
+    async def passthrough(self, kind: EndpointKind, method: str, path: str, query: str,
+                          raw_body: bytes, headers: Mapping[str, str], resolve: Resolver,
+                          default: Upstream | None) -> ProxyResponse:
+        """An uncached route of a kind's API (`GET /v1/responses/{id}`, Anthropic's
+        `count_tokens`): sent to the body's model's upstream (else `default`), as is."""
+        upstream = default
+        if raw_body:
+            try:
+                body = orjson.loads(raw_body)
+            except orjson.JSONDecodeError:
+                return ProxyResponse.error(bad_request("request body is not valid JSON",
+                                                       code="invalid_json"), kind)
+            model = body.get("model") if isinstance(body, dict) else None
+            if isinstance(model, str):
+                upstream = resolve(model)
+        if upstream is None:
+            return ProxyResponse.error(APIError(404, "no configured model serves this route",
+                                                "invalid_request_error", "model_not_found",
+                                                "model"), kind)
+        forwarded = {name: headers[name] for name in kind.forwarded_headers if name in headers}
+        upstream_path = path.removeprefix("/v1")
+        try:
+            reply = await upstream.forward(kind, method, upstream_path, raw_body, forwarded, query)
+        except APIError as exc:
+            return ProxyResponse.error(exc, kind)
+        return ProxyResponse(reply.status, {**reply.headers, **cache_headers("bypass")},
+                             reply.content)
+
     # -- one answer per request (chat, completions, ...) ---------------------------
 
     async def _generate(self, kind: EndpointKind, body: dict[str, Any], controls: Controls,
-                        upstream: Upstream, scope: str) -> ProxyResponse:
+                        upstream: Upstream, scope: str,
+                        forwarded: dict[str, str]) -> ProxyResponse:
         streaming = body.get("stream") is True and kind.streams()
         cache = self.cache
         pending: Pending | None = None
         if cache is None or not cache.enabled_for(controls):
             headers = cache_headers("bypass")
         else:
-            plan = cache.plan(kind, body, controls, scope=scope)
+            plan = cache.plan(kind, body, controls, scope=scope, headers=forwarded)
             found = await cache.lookup(plan)
             if found.entry is not None:
                 return self._serve_hit(plan, found.entry, body, streaming, found.similarity)
             pending = found.pending
             headers = cache_headers(plan.status_if_not_hit, plan.key)
         if streaming:
-            return await self._stream(kind, body, upstream, headers, pending)
-        return await self._fetch(kind, body, upstream, headers, pending)
+            return await self._stream(kind, body, upstream, headers, pending, forwarded)
+        return await self._fetch(kind, body, upstream, headers, pending, forwarded)
 
     def _serve_hit(self, plan: Plan, entry: Entry, body: dict[str, Any],
                    streaming: bool, similarity: float | None = None) -> ProxyResponse:
@@ -163,9 +198,10 @@ class CachingProxy:
         return ProxyResponse(200, {**JSON_HEADERS, **headers}, entry.body_bytes())
 
     async def _fetch(self, kind: EndpointKind, body: dict[str, Any], upstream: Upstream,
-                     headers: dict[str, str], pending: Pending | None) -> ProxyResponse:
+                     headers: dict[str, str], pending: Pending | None,
+                     forwarded: Mapping[str, str] = NO_HEADERS) -> ProxyResponse:
         try:
-            reply = await upstream.post(kind.upstream_path, body)
+            reply = await upstream.post(kind, body, forwarded)
         except BaseException:
             if pending is not None:
                 pending.abandon()
@@ -181,8 +217,9 @@ class CachingProxy:
         return ProxyResponse(reply.status, {**reply.headers, **headers}, reply.content)
 
     async def _stream(self, kind: EndpointKind, body: dict[str, Any], upstream: Upstream,
-                      headers: dict[str, str], pending: Pending | None) -> ProxyResponse:
-        manager = upstream.stream(kind.upstream_path, body)
+                      headers: dict[str, str], pending: Pending | None,
+                      forwarded: Mapping[str, str]) -> ProxyResponse:
+        manager = upstream.stream(kind, body, forwarded)
         try:
             up = await manager.__aenter__()
         except BaseException:
@@ -253,7 +290,7 @@ class CachingProxy:
         if missing:
             sent = [items[i] for i in missing]
             request = {**body, "input": sent[0] if single else sent}
-            reply = await upstream.post(kind.upstream_path, request)
+            reply = await upstream.post(kind, request)
             self.stats.upstream_seconds[kind.name].observe(reply.latency_ms / 1000)
             fresh = _parse_embeddings(reply, len(sent))
             if isinstance(fresh, ProxyResponse):

@@ -39,6 +39,21 @@ async def api_endpoint(request: Request, kind: EndpointKind) -> Response | Proxy
     return ProxyASGIResponse(response)
 
 
+async def passthrough_endpoint(request: Request, kind: EndpointKind) -> ProxyASGIResponse:
+    """An uncached route of a kind's API. Calls that carry no model in their body go to
+    the deployment of `?model=` (or the `x-hitrate-model` header), else the first one."""
+    if caller(request) is None:
+        return ProxyASGIResponse(ProxyResponse.error(unauthorized(), kind))
+    state = state_of(request)
+    named = request.query_params.get("model") or request.headers.get("x-hitrate-model")
+    default = state.router.resolve(named) if named else state.router.default()
+    body = await request.body()
+    response = await state.proxy.passthrough(kind, request.method, request.url.path,
+                                             request.url.query, body, request.headers,
+                                             state.router.resolve, default)
+    return ProxyASGIResponse(response)
+
+
 async def models(request: Request) -> Response:
     if caller(request) is None:
         return error_response(unauthorized())
@@ -82,9 +97,11 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
 
 
 def api_routes() -> list[Route]:
-    """POST routes of every endpoint kind in the table."""
+    """POST routes of every endpoint kind in the table, and their uncached neighbours."""
     routes = []
     for kind in kinds.table().values():
         endpoint = functools.partial(api_endpoint, kind=kind)
         routes += [Route(path, endpoint, methods=["POST"]) for path in kind.routes]
+        forward = functools.partial(passthrough_endpoint, kind=kind)
+        routes += [Route(path, forward, methods=list(methods)) for path, methods in kind.passthrough]
     return routes

@@ -95,3 +95,44 @@ def _from_pydantic(exc: ValidationError) -> APIError:
     message = f"{param}: {detail}" if param else detail
     code = "missing_required_parameter" if error["type"] == "missing" else "invalid_type"
     return bad_request(message, param=param or None, code=code)
+
+
+class ResponsesRequest(_Strict):
+    """OpenAI Responses API (`POST /v1/responses`)."""
+
+    model: str = Field(min_length=1)
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    stream: bool | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    text: dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
+    cache: dict[str, Any] | None = None
+
+
+class AnthropicMessage(_Strict):
+    role: str
+    content: str | list[dict[str, Any]]
+
+
+class MessagesRequest(_Strict):
+    """Anthropic Messages API (`POST /v1/messages`)."""
+
+    model: str = Field(min_length=1)
+    messages: list[AnthropicMessage] = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    system: str | list[dict[str, Any]] | None = None
+    stream: bool | None = None
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    stop_sequences: list[str] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+    cache: dict[str, Any] | None = None

@@ -8,6 +8,7 @@ capture and replay each kind uses.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +35,22 @@ class SSEParser:
             if data:
                 out.append(b"\n".join(data))
         return out
+
+
+def merge_into(target: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Streamed fields into an accumulated object: strings concatenate, lists extend,
+    objects merge, anything else replaces. Fields no parser models (reasoning_content,
+    audio, annotations, provider extras) survive capture this way."""
+    for key, value in fields.items():
+        current = target.get(key)
+        if isinstance(value, str) and isinstance(current, str):
+            target[key] = current + value
+        elif isinstance(value, list) and isinstance(current, list):
+            current.extend(copy.deepcopy(value))
+        elif isinstance(value, dict) and isinstance(current, dict):
+            merge_into(current, value)
+        elif value is not None or key not in target:
+            target[key] = copy.deepcopy(value)
 
 
 class _ChoicesCapture:
@@ -82,6 +99,9 @@ class _ChoicesCapture:
             self._add_choice(slot, choice)
             if choice.get("finish_reason"):
                 slot["finish_reason"] = choice["finish_reason"]
+            extras = {k: v for k, v in choice.items() if k not in _CHOICE_FIELDS}
+            if extras:  # provider extras on the choice (vLLM's stop_reason, ...)
+                merge_into(slot, extras)
 
     def _add_choice(self, slot: dict[str, Any], choice: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -110,6 +130,10 @@ class _ChoicesCapture:
         return out
 
 
+_CHOICE_FIELDS = frozenset({"index", "delta", "text", "logprobs", "finish_reason"})
+_DELTA_FIELDS = frozenset({"role", "content", "tool_calls", "function_call"})
+
+
 class ChatCapture(_ChoicesCapture):
     object_name = "chat.completion"
 
@@ -120,8 +144,8 @@ class ChatCapture(_ChoicesCapture):
             message["role"] = delta["role"]
         if delta.get("content"):
             message["content"] = (message["content"] or "") + delta["content"]
-        if delta.get("refusal"):
-            message["refusal"] = (message.get("refusal") or "") + delta["refusal"]
+        # refusal, reasoning_content, reasoning, audio, annotations, anything new
+        merge_into(message, {k: v for k, v in delta.items() if k not in _DELTA_FIELDS})
         for call in delta.get("tool_calls") or []:
             calls = message.setdefault("tool_calls", [])
             index = call.get("index", len(calls))
@@ -162,6 +186,40 @@ def _event(obj: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
+def named_event(obj: dict[str, Any]) -> bytes:
+    """A typed event (Responses, Anthropic Messages): `event:` line = the payload's type."""
+    return b"event: " + obj["type"].encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
+
+
+class TypedEventCapture:
+    """Base for streams of typed JSON events (`{"type": ...}`) with no [DONE] line:
+    feeds each decoded event to `_add`; a payload that is not a JSON object fails it."""
+
+    def __init__(self) -> None:
+        self.parser = SSEParser()
+        self.done = False
+        self.failed = False
+
+    def feed(self, raw: bytes) -> None:
+        if self.failed or self.done:
+            return
+        for data in self.parser.feed(raw):
+            try:
+                event = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                self.failed = True
+                return
+            if not isinstance(event, dict):
+                self.failed = True
+                return
+            self._add(event)
+            if self.failed or self.done:
+                return
+
+    def _add(self, event: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
 def include_usage(request: dict[str, Any]) -> bool:
     options = request.get("stream_options")
     return isinstance(options, dict) and bool(options.get("include_usage"))
@@ -184,11 +242,12 @@ def replay_chat(response: dict[str, Any], request: dict[str, Any]) -> Iterator[b
     base = _chunk_base(response, "chat.completion.chunk", with_usage)
     for choice in response.get("choices", []):
         message = choice.get("message") or {}
-        delta: dict[str, Any] = {"role": message.get("role", "assistant")}
+        # Every field of the stored message goes out (reasoning_content, audio, ...).
+        delta: dict[str, Any] = {k: v for k, v in message.items()
+                                 if v is not None and k not in _DELTA_FIELDS}
+        delta["role"] = message.get("role", "assistant")
         if message.get("content") is not None:
             delta["content"] = message["content"]
-        if message.get("refusal"):
-            delta["refusal"] = message["refusal"]
         if message.get("tool_calls"):
             delta["tool_calls"] = [dict(call, index=i) for i, call in
                                    enumerate(message["tool_calls"])]

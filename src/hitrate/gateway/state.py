@@ -26,18 +26,19 @@ from hitrate.gateway.upstream import HttpUpstream, Router, new_http_client
 from hitrate.stores import build_store
 
 
-def build_router(config: Config, http: httpx.AsyncClient) -> Router:
+def build_router(config: Config, pools: dict[str, httpx.AsyncClient]) -> Router:
+    """Deployments by public model name. Each upstream origin gets its own connection
+    pool (kept in `pools`): a provider that hangs fills only its own."""
     deployments: dict[str, list[HttpUpstream]] = {}
     for model in config.models:
-        headers = dict(model.headers)
-        if model.api_key:
-            if model.provider == "azure":
-                headers["api-key"] = model.api_key
-            else:
-                headers["authorization"] = f"Bearer {model.api_key}"
+        origin = httpx.URL(model.api_base).copy_with(path="/", query=None, fragment=None)
+        pool = pools.get(str(origin))
+        if pool is None:
+            pool = pools[str(origin)] = new_http_client(model.max_connections)
         deployments.setdefault(model.name, []).append(HttpUpstream(
-            http, model.api_base, headers, model.model or model.name, model.timeout,
-            model.api_version if model.provider == "azure" else None))
+            pool, model.api_base, dict(model.headers), model.model or model.name,
+            model.timeout, model.api_version if model.provider == "azure" else None,
+            api_key=model.api_key))
     return Router(deployments)
 
 
@@ -80,7 +81,7 @@ class GatewayState:
     cache: ResponseCache | None = None
     proxy: CachingProxy = field(default_factory=lambda: CachingProxy(None))
     router: Router = field(default_factory=lambda: Router({}))
-    http: httpx.AsyncClient | None = None
+    pools: dict[str, httpx.AsyncClient] = field(default_factory=dict)  # one per upstream origin
     prices: PriceMap = field(default_factory=PriceMap)
     started_at: float = field(default_factory=time.time)
     refresher: PriceRefresher | None = None
@@ -100,9 +101,8 @@ class GatewayState:
 
         config = self.config
         self.started_at = time.time()
-        self.http = new_http_client()
         self.prices = build_prices(config)
-        self.router = build_router(config, self.http)
+        self.router = build_router(config, self.pools)
         engine = self.shared_cache
         if engine is None:
             engine = build_cache(config, self.prices, self.router)
@@ -129,8 +129,8 @@ class GatewayState:
                 await task
         if self.refresher is not None:
             await self.refresher.stop()
-        if self.http is not None:
-            await self.http.aclose()
+        for pool in self.pools.values():
+            await pool.aclose()
         if self.cache is not None and self.shared_cache is None:
             await self.cache.close()
 

@@ -1,4 +1,9 @@
-"""Calls to OpenAI-compatible upstreams over one pooled httpx client."""
+"""Calls to upstream APIs (OpenAI-compatible, Azure, Anthropic) over pooled httpx clients.
+
+Each endpoint kind says its path and how the API key goes upstream; the gateway gives
+every upstream origin a pool of its own, so one hung provider cannot take the
+connections the others need.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,26 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
 
 from hitrate.errors import APIError
 
+if TYPE_CHECKING:
+    from hitrate.kinds import EndpointKind
+
 # Response headers worth passing back to the client from the provider.
 _FORWARDED_RESPONSE_HEADERS = ("x-request-id", "openai-processing-ms", "openai-version",
                                "retry-after", "x-ratelimit-remaining-requests",
-                               "x-ratelimit-remaining-tokens")
+                               "x-ratelimit-remaining-tokens", "request-id",
+                               "anthropic-ratelimit-requests-remaining",
+                               "anthropic-ratelimit-tokens-remaining")
+
+
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -50,7 +64,7 @@ class _NoCookies(DefaultCookiePolicy):
 
 
 def new_http_client(max_connections: int = 512) -> httpx.AsyncClient:
-    # Timeouts are per request (from the deployment); the pool is shared by all upstreams.
+    # Timeouts are per request (from the deployment).
     return httpx.AsyncClient(
         cookies=CookieJar(policy=_NoCookies()),
         limits=httpx.Limits(max_connections=max_connections,
@@ -65,7 +79,8 @@ class HttpUpstream:
     """One OpenAI-compatible endpoint.
 
     `model` (if set) replaces the client's model name in the forwarded body, e.g. the
-    config alias `fast` -> provider model `gpt-4o-mini`.
+    config alias `fast` -> provider model `gpt-4o-mini`. `api_key` goes upstream the
+    way each endpoint kind's API expects it (or as Azure's `api-key`).
     """
 
     client: httpx.AsyncClient
@@ -75,6 +90,18 @@ class HttpUpstream:
     timeout: float = 600.0
     azure_api_version: str | None = None
     query: str = ""
+    api_key: str | None = None
+
+    def auth_headers(self, kind: EndpointKind) -> dict[str, str]:
+        headers = dict(kind.default_headers)
+        if self.api_key:
+            if self.azure_api_version:
+                headers["api-key"] = self.api_key
+            elif kind.auth == "x-api-key":
+                headers["x-api-key"] = self.api_key
+            else:
+                headers["authorization"] = f"Bearer {self.api_key}"
+        return headers
 
     def url(self, path: str, body: Mapping[str, Any]) -> str:
         base = self.base_url.rstrip("/")
@@ -84,11 +111,13 @@ class HttpUpstream:
                     f"?api-version={self.azure_api_version}")
         return f"{base}{path}?{self.query}" if self.query else base + path
 
-    def _prepare(self, path: str, body: dict[str, Any]) -> tuple[str, bytes, dict[str, str]]:
+    def _prepare(self, kind: EndpointKind, body: dict[str, Any],
+                 extra: Mapping[str, str]) -> tuple[str, bytes, dict[str, str]]:
         if self.model:
             body = {**body, "model": self.model}
-        headers = {"content-type": "application/json", "accept": "application/json", **self.headers}
-        return self.url(path, body), orjson.dumps(body), headers
+        headers = {"content-type": "application/json", "accept": "application/json",
+                   **self.auth_headers(kind), **self.headers, **extra}
+        return self.url(kind.upstream_path, body), orjson.dumps(body), headers
 
     def _timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0))
@@ -100,22 +129,47 @@ class HttpUpstream:
         return APIError(502, f"upstream {self.base_url} unreachable: {type(exc).__name__}",
                         "upstream_error", "upstream_unreachable")
 
-    async def post(self, path: str, body: dict[str, Any]) -> UpstreamReply:
-        url, content, headers = self._prepare(path, body)
+    async def post(self, kind: EndpointKind, body: dict[str, Any],
+                   extra_headers: Mapping[str, str] = NO_HEADERS) -> UpstreamReply:
+        url, content, headers = self._prepare(kind, body, extra_headers)
+        return await self._send("POST", url, content, headers)
+
+    async def forward(self, kind: EndpointKind, method: str, path: str, content: bytes,
+                      extra_headers: Mapping[str, str], query: str = "") -> UpstreamReply:
+        """An uncached call of the same API (`GET /responses/{id}`, `count_tokens`...):
+        the body goes as it came, only the model name is mapped if the body has one."""
+        if self.model and content:
+            try:
+                body = orjson.loads(content)
+            except orjson.JSONDecodeError:
+                body = None
+            if isinstance(body, dict) and "model" in body:
+                content = orjson.dumps({**body, "model": self.model})
+        headers = {"accept": "application/json", **self.auth_headers(kind), **self.headers,
+                   **extra_headers}
+        if content:
+            headers["content-type"] = "application/json"
+        url = self.base_url.rstrip("/") + path + (f"?{query}" if query else "")
+        return await self._send(method, url, content, headers)
+
+    async def _send(self, method: str, url: str, content: bytes,
+                    headers: dict[str, str]) -> UpstreamReply:
         started = time.perf_counter()
         try:
-            response = await self.client.post(url, content=content, headers=headers,
-                                              timeout=self._timeout())
+            response = await self.client.request(method, url, content=content, headers=headers,
+                                                 timeout=self._timeout())
         except httpx.HTTPError as exc:
             raise self._fail(exc) from None
         return UpstreamReply(response.status_code, _pick_headers(response.headers),
                              response.content, (time.perf_counter() - started) * 1000)
 
     @asynccontextmanager
-    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[UpstreamStream]:
+    async def stream(self, kind: EndpointKind, body: dict[str, Any],
+                     extra_headers: Mapping[str, str] = NO_HEADERS
+                     ) -> AsyncIterator[UpstreamStream]:
         """Yields once headers arrive. Errors before that raise APIError; errors while
         iterating `chunks` surface as httpx exceptions to the consumer."""
-        url, content, headers = self._prepare(path, body)
+        url, content, headers = self._prepare(kind, body, extra_headers)
         headers["accept"] = "text/event-stream"
         started = time.perf_counter()
         request = self.client.build_request("POST", url, content=content, headers=headers,
@@ -156,3 +210,9 @@ class Router:
 
     def models(self) -> list[str]:
         return list(self._deployments)
+
+    def default(self) -> HttpUpstream | None:
+        """The first deployment: where calls that name no model go (`GET /responses/{id}`)."""
+        for name in self._deployments:
+            return self.resolve(name)
+        return None

@@ -130,7 +130,9 @@ class UpstreamEmbedder(Embedder):
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         import orjson
 
-        reply = await self.upstream.post("/embeddings", {"model": self.model,
+        from hitrate import kinds
+
+        reply = await self.upstream.post(kinds.get("embedding"), {"model": self.model,
                                                          "input": list(texts),
                                                          "encoding_format": "float"})
         if reply.status != 200:
