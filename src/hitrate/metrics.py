@@ -6,9 +6,9 @@ lookups, no prometheus_client objects); the `Collector` below turns them, the en
 scraped. prometheus_client is imported only then (and per app: each gateway has its own
 `CollectorRegistry`, so many gateways can live in one process).
 
-Label sets are bounded: endpoint (one per kind in `hitrate.kinds`), outcome (4), hit kind (2), rejection reason (a
-fixed set from `policy`), backend operation (a handful), and (model, namespace) pairs
-capped in `costs.savings`.
+Label sets are bounded: endpoint (one per kind in `hitrate.kinds`), outcome (4), hit
+kind (2), rejection reason (a fixed set from `policy`), backend operation (a handful),
+and (model, namespace) pairs capped in `costs.savings`.
 """
 
 from __future__ import annotations

@@ -76,10 +76,10 @@ def test_failed_or_incomplete_streams_are_not_stored(gateway, upstream, marker):
 def test_broken_stream_is_not_stored(gateway, upstream):
     client = gateway.client()
     for _ in range(2):
-        with pytest.raises((openai.APIError, httpx.HTTPError, RuntimeError)):
-            with client.responses.stream(model="gpt-test", input="cut [[break]]") as stream:
-                for _ in stream:
-                    pass
+        with (pytest.raises((openai.APIError, httpx.HTTPError, RuntimeError)),
+              client.responses.stream(model="gpt-test", input="cut [[break]]") as stream):
+            for _ in stream:
+                pass
     assert gateway.cache.stats.stores == 0
 
 
