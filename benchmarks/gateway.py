@@ -1,5 +1,6 @@
 """Gateway speed, measured from outside: hit latency, hit throughput, miss overhead,
-startup time and import time, with the default in-memory cache and one worker.
+startup time and import time, with the default in-memory cache and one worker; and
+hit p50 / hits per second for each endpoint kind (chat, Responses, Anthropic Messages).
 
 Prints one JSON line. Usage: python benchmarks/gateway.py [--seconds 6] [--no-pin]
     [--loadgen auto|wrk|python] [--no-granian]
@@ -46,6 +47,17 @@ MODEL = "gpt-bench"
 HIT_BODY = json.dumps({"model": MODEL, "messages": [
     {"role": "user", "content": "What is the capital of France?"}]}, separators=(",", ":"))
 CONNECTIONS = 32
+CHAT_PATH = "/v1/chat/completions"
+# One cached request per endpoint kind: (path, body).
+KIND_REQUESTS = {
+    "chat": (CHAT_PATH, HIT_BODY),
+    "responses": ("/v1/responses", json.dumps(
+        {"model": MODEL, "input": "What is the capital of France?"}, separators=(",", ":"))),
+    "messages": ("/v1/messages", json.dumps(
+        {"model": MODEL, "max_tokens": 64, "messages": [
+            {"role": "user", "content": "What is the capital of France?"}]},
+        separators=(",", ":"))),
+}
 TARGETS = {"hit_p50_ms": 1.0, "hit_throughput_rps": 3000, "miss_overhead_ms": 2.0,
            "startup_s": 1.0, "import_hitrate_ms": 150}
 
@@ -68,13 +80,14 @@ def run_upstream(port: int) -> None:
     serve(create_simulator(), "127.0.0.1", port)
 
 
-def run_loadgen(port: int, body: str, connections: int, seconds: float) -> None:
+def run_loadgen(port: int, body: str, connections: int, seconds: float,
+                path: str = CHAT_PATH) -> None:
     """Fallback load generator: asyncio raw HTTP/1.1 keep-alive connections."""
     with contextlib.suppress(ImportError):
         import uvloop
 
         uvloop.install()
-    request = _request_bytes("POST", "/v1/chat/completions", port, body.encode())
+    request = _request_bytes("POST", path, port, body.encode())
 
     async def worker(deadline: float, latencies: list[float], errors: Counter[str]) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -279,8 +292,9 @@ def start_granian_gateway(procs: Processes, config: Path, port: int) -> tuple[An
 # -- measurements ---------------------------------------------------------------------
 
 
-def measure_hits(port: int, n: int = 3000, warmup: int = 300) -> dict[str, Any]:
-    request = _request_bytes("POST", "/v1/chat/completions", port, HIT_BODY.encode())
+def measure_hits(port: int, n: int = 3000, warmup: int = 300, path: str = CHAT_PATH,
+                 body: str = HIT_BODY) -> dict[str, Any]:
+    request = _request_bytes("POST", path, port, body.encode())
     client = RawClient(port)
     try:
         status, head, _ = client.send(request)  # the miss that stores the answer
@@ -372,13 +386,14 @@ def _wrk_ms(text: str, pct: str) -> float | None:
     return round(float(match.group(1)) * scale, 3)
 
 
-def load_wrk(procs: Processes, port: int, seconds: float, workdir: Path) -> dict[str, Any]:
+def load_wrk(procs: Processes, port: int, seconds: float, workdir: Path,
+             path: str = CHAT_PATH, body: str = HIT_BODY) -> dict[str, Any]:
     script = workdir / "post.lua"
     script.write_text('wrk.method = "POST"\n'
                       'wrk.headers["Content-Type"] = "application/json"\n'
-                      f"wrk.body = [==[{HIT_BODY}]==]\n")
+                      f"wrk.body = [==[{body}]==]\n")
     argv = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--latency", "-s", str(script),
-            f"http://127.0.0.1:{port}/v1/chat/completions"]
+            f"http://127.0.0.1:{port}{path}"]
     proc = procs.start("wrk", argv, cpu=1)
     if proc.wait(seconds + 30) != 0:
         raise RuntimeError(f"wrk failed:\n{procs.log_tail(proc)}")
@@ -395,9 +410,10 @@ def load_wrk(procs: Processes, port: int, seconds: float, workdir: Path) -> dict
             "socket_errors": errors.group(1).strip() if errors else None}
 
 
-def load_python(procs: Processes, port: int, seconds: float) -> dict[str, Any]:
+def load_python(procs: Processes, port: int, seconds: float, path: str = CHAT_PATH,
+                body: str = HIT_BODY) -> dict[str, Any]:
     proc = procs.start("loadgen", [PY, str(Path(__file__).resolve()), "_loadgen", str(port),
-                                   HIT_BODY, str(CONNECTIONS), str(seconds)], cpu=1)
+                                   body, str(CONNECTIONS), str(seconds), path], cpu=1)
     if proc.wait(seconds + 60) != 0:
         raise RuntimeError(f"load generator failed:\n{procs.log_tail(proc)}")
     result = json.loads(procs.log_tail(proc).strip().splitlines()[-1])
@@ -407,18 +423,19 @@ def load_python(procs: Processes, port: int, seconds: float) -> dict[str, Any]:
 
 
 def measure_throughput(procs: Processes, port: int, upstream_port: int, seconds: float,
-                       loadgen: str, workdir: Path) -> dict[str, Any]:
+                       loadgen: str, workdir: Path, path: str = CHAT_PATH,
+                       body: str = HIT_BODY) -> dict[str, Any]:
     run: Callable[[float], dict[str, Any]]
     if loadgen == "wrk":
         def run(s: float) -> dict[str, Any]:
-            return load_wrk(procs, port, s, workdir)
+            return load_wrk(procs, port, s, workdir, path, body)
     else:
         def run(s: float) -> dict[str, Any]:
-            return load_python(procs, port, s)
+            return load_python(procs, port, s, path, body)
     # Store the answer, then warm the server up under load before the timed run.
     client = RawClient(port)
     try:
-        client.send(_request_bytes("POST", "/v1/chat/completions", port, HIT_BODY.encode()))
+        client.send(_request_bytes("POST", path, port, body.encode()))
     finally:
         client.close()
     run(1.0)
@@ -532,6 +549,16 @@ def main() -> None:
             misses = measure_misses(port, upstream_port)
             uvicorn_load = measure_throughput(procs, port, upstream_port, args.seconds, loadgen,
                                               workdir)
+            per_kind = {}
+            for kind, (path, body) in KIND_REQUESTS.items():
+                kind_hits = measure_hits(port, n=2000, path=path, body=body)
+                kind_load = measure_throughput(procs, port, upstream_port, args.seconds / 2,
+                                               loadgen, workdir, path, body)
+                per_kind[kind] = {"hit_p50_ms": kind_hits["p50_ms"],
+                                  "hit_p99_ms": kind_hits["p99_ms"], "hits_per_s": kind_load["rps"]}
+            chat_row = per_kind["chat"]
+            for row in per_kind.values():
+                row["hits_per_s_vs_chat"] = round(row["hits_per_s"] / chat_row["hits_per_s"], 3)
             procs.stop(gateway)
 
             granian_load = None
@@ -567,6 +594,9 @@ def main() -> None:
                     f"python asyncio raw-socket load generator, {CONNECTIONS} connections, "
                     f"{args.seconds:g}s, separate process"),
         "uvicorn_load": uvicorn_load,
+        "per_kind": per_kind,
+        "per_kind_method": "same gateway; c=1 hit p50/p99 over 2000 raw-socket requests, "
+                           "hits/s from a load run of half --seconds, one kind at a time",
         "granian_load": granian_load,
         "granian_hit_c1": granian_hits,
         "granian_startup_s": round(granian_startup, 3) if granian_startup else None,
@@ -602,6 +632,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_upstream":
         run_upstream(int(sys.argv[2]))
     elif len(sys.argv) > 1 and sys.argv[1] == "_loadgen":
-        run_loadgen(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
+        run_loadgen(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]),
+                    *sys.argv[6:7])
     else:
         main()
