@@ -42,23 +42,52 @@ def valid_namespace(namespace: str) -> bool:
     return bool(_NAMESPACE_RE.match(namespace))
 
 
-def _normalize(value: Any) -> Any:
+# Deepest JSON nesting a request may have. The gateway refuses deeper bodies with a 400
+# before this is reached (gateway/schemas.py, 64); this bound keeps the recursion below
+# far from Python's limit and under orjson's (254) for library callers too.
+MAX_DEPTH = 128
+
+
+def json_depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """Nesting depth of a JSON-like value (a scalar is 0), counted iteratively; stops
+    at `limit + 1`, so a hostile value costs at most `limit` levels of work."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > limit:
+            return depth
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+def _normalize(value: Any, depth: int = 0) -> Any:
     """Make equal requests spell the same: 1.0 == 1, 0.70 == 0.7, key order ignored."""
     if isinstance(value, float):
         if value.is_integer():
             return int(value)
         return value
-    if isinstance(value, dict):
-        return {k: _normalize(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_normalize(v) for v in value]
+    if isinstance(value, dict | list):
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"request is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            return {k: _normalize(v, depth + 1) for k, v in value.items()}
+        return [_normalize(v, depth + 1) for v in value]
     return value
 
 
 def _normalize_message(message: Any) -> Any:
     if not isinstance(message, dict):
-        return _normalize(message)
-    out = _normalize(message)
+        return _normalize(message, 2)
+    out = _normalize(message, 2)  # body -> messages -> message
     content = out.get("content")
     # [{"type": "text", "text": "hi"}] and "hi" mean the same thing to every provider.
     if (
@@ -74,7 +103,9 @@ def _normalize_message(message: Any) -> Any:
 
 
 def canonical_request(body: dict[str, Any]) -> dict[str, Any]:
-    """The part of a request body that decides the answer, normalized."""
+    """The part of a request body that decides the answer, normalized.
+
+    Raises ValueError for a body nested more than `MAX_DEPTH` levels deep."""
     canon: dict[str, Any] = {}
     for field, value in body.items():
         if field in EXCLUDED_FIELDS:
@@ -82,7 +113,7 @@ def canonical_request(body: dict[str, Any]) -> dict[str, Any]:
         if field == "messages" and isinstance(value, list):
             canon[field] = [_normalize_message(m) for m in value]
         else:
-            canon[field] = _normalize(value)
+            canon[field] = _normalize(value, 1)
     return canon
 
 
