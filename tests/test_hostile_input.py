@@ -65,3 +65,13 @@ def test_canonical_request_refuses_deep_values_without_recursing():
         keys.canonical_request({"model": "m", "x": value})
     assert keys.json_depth({"a": [[{"b": 1}]]}) == 4
     assert keys.json_depth(value, limit=10) == 11  # stops counting past the limit
+
+
+@pytest.mark.parametrize("header", [b"max-age=\xb2", b"s-maxage=1\xb9", b"max-age=\xb3\xb2",
+                                    "max-age=\uff11".encode(), b"max-age=+5", b"max-age=5 5"])
+def test_non_ascii_digits_in_cache_control_are_400(gateway, upstream, header):
+    # Header bytes reach the app as latin-1: 0xB2 is "\u00b2", which str.isdigit() accepts.
+    response = gateway.post(CHAT, json=GOOD, headers={"cache-control": header})
+    assert response.status_code == 400, response.text
+    assert "Cache-Control" in _error(response)["message"]
+    assert upstream.calls() == 0

@@ -14,6 +14,7 @@ which both bound the age of an entry the client accepts.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,6 +41,9 @@ class Controls:
             return self.use_cache
         return mode == "default_on"
 
+
+# RFC 9111 delta-seconds: ASCII digits only (str.isdigit() also accepts "\u00b2", "\u0663").
+_DELTA_SECONDS = re.compile(r"[0-9]+")
 
 _KNOWN_BODY_FIELDS = {"ttl", "s-maxage", "no-cache", "no-store", "namespace", "use-cache"}
 
@@ -106,7 +110,7 @@ def _from_header(header: str | None) -> dict[str, Any]:
             out["no_store"] = True
         elif name in ("max-age", "s-maxage"):
             value = value.strip().strip('"')
-            if not value.isdigit():
+            if not _DELTA_SECONDS.fullmatch(value):
                 raise ControlError(f"Cache-Control {name} needs a whole number of seconds")
             age = float(value)
             out["max_age"] = min(age, out.get("max_age", age))
