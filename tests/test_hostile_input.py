@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import httpx
 import orjson
 import pytest
@@ -75,3 +77,66 @@ def test_non_ascii_digits_in_cache_control_are_400(gateway, upstream, header):
     assert response.status_code == 400, response.text
     assert "Cache-Control" in _error(response)["message"]
     assert upstream.calls() == 0
+
+
+# -- namespaces --------------------------------------------------------------------------
+
+
+def _chat(gw, text: str, namespace: str | None = None, **headers: str) -> httpx.Response:
+    body = {**GOOD, "messages": [{"role": "user", "content": text}]}
+    if namespace is not None:
+        body["cache"] = {"namespace": namespace}
+    return gw.post(CHAT, json=body, headers=headers)
+
+
+@pytest.mark.parametrize("namespace", ["faq\n", "faq\r\nx-evil: 1", "a\tb", "nul\x00", "bad space",
+                                       "zero\u200bwidth", "x" * 129, ""])
+def test_namespaces_that_cannot_be_a_key_or_header_are_400(gateway, upstream, namespace):
+    for _ in range(2):  # the repeat too: nothing was stored
+        response = _chat(gateway, "hi", namespace)
+        assert response.status_code == 400, response.text
+        assert "cache.namespace" in _error(response)["message"]
+    assert upstream.calls() == 0
+
+
+@pytest.mark.parametrize("namespace", ["user:12345", "team/a", "café", "50%", "a" * 128])
+def test_namespaces_with_colons_and_other_printables_work(gateway, upstream, namespace):
+    first = _chat(gateway, "hello", namespace)
+    assert first.status_code == 200
+    assert first.headers["x-hitrate-cache"] == "miss"
+    key = first.headers["x-hitrate-cache-key"]
+    assert key.isascii() and key.startswith(keys.namespace_prefix(namespace))
+    assert key.count(":") == 4  # hitrate:v1:<namespace>:<kind>:<digest>
+    assert _chat(gateway, "hello", namespace).headers["x-hitrate-cache"] == "hit"
+    assert _chat(gateway, "hello").headers["x-hitrate-cache"] == "miss"  # default namespace
+    assert upstream.calls() == 2
+
+
+def test_flushing_a_namespace_leaves_one_that_extends_it_with_a_colon(make_gateway, upstream):
+    gw = make_gateway(master_key="sk-master")
+    admin = {"authorization": "Bearer sk-master"}
+    for namespace in ("user", "user:12345", "user:12345:a"):
+        assert _chat(gw, "q", namespace, **admin).headers["x-hitrate-cache"] == "miss"
+    key = _chat(gw, "q", "user:12345", **admin).headers["x-hitrate-cache-key"]
+    # A key is URL-escaped like any path segment (its `%` too).
+    entry = httpx.get(f"{gw.url}/cache/entries/{quote(key, safe='')}", headers=admin).json()
+    assert entry["namespace"] == "user:12345"
+    response = httpx.delete(f"{gw.url}/cache/namespaces/user", headers=admin)
+    assert response.json() == {"deleted": 1, "namespace": "user"}
+    assert _chat(gw, "q", "user:12345", **admin).headers["x-hitrate-cache"] == "hit"
+    assert _chat(gw, "q", "user:12345:a", **admin).headers["x-hitrate-cache"] == "hit"
+    assert _chat(gw, "q", "user", **admin).headers["x-hitrate-cache"] == "miss"
+    # A namespace with a colon is flushed by its own name (percent-encoded in the URL or not).
+    for path in ("user%3A12345", "user:12345"):
+        httpx.delete(f"{gw.url}/cache/namespaces/{path}", headers=admin).raise_for_status()
+        assert _chat(gw, "q", "user:12345", **admin).headers["x-hitrate-cache"] == "miss"
+    assert _chat(gw, "q", "user:12345:a", **admin).headers["x-hitrate-cache"] == "hit"
+
+
+def test_namespace_key_encoding():
+    assert keys.encode_namespace("prod-1.a_b") == "prod-1.a_b"  # old keys are unchanged
+    assert keys.encode_namespace("user:1") == "user%3A1"
+    assert keys.encode_namespace("50%") == "50%25"
+    for namespace in ("user:1", "50%", "café", "a/b"):
+        assert keys.decode_namespace(keys.encode_namespace(namespace)) == namespace
+    assert not keys.namespace_prefix("user:1").startswith(keys.namespace_prefix("user"))

@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from hitrate.keys import valid_namespace
+from hitrate.keys import NAMESPACE_RULE, valid_namespace
 
 
 class ConfigError(ValueError):
@@ -204,7 +204,7 @@ class CacheConfig(_Section):
     @classmethod
     def _namespace(cls, value: str) -> str:
         if not valid_namespace(value):
-            raise ValueError("use 1-128 letters, digits, '_', '.', '-'")
+            raise ValueError(f"use {NAMESPACE_RULE}")
         return value
 
 
@@ -258,7 +258,7 @@ class VirtualKeyConfig(_Section):
     @classmethod
     def _tenant(cls, value: str) -> str:
         if not valid_namespace(value):
-            raise ValueError("use 1-128 letters, digits, '_', '.', '-'")
+            raise ValueError(f"use {NAMESPACE_RULE}")
         return value
 
 

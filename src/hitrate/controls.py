@@ -5,7 +5,7 @@ Body (what the OpenAI SDK sends via `extra_body={"cache": {...}}`):
     s-maxage   oldest entry (seconds) this request accepts; not a storage TTL
     no-cache   skip the lookup, go upstream, store the fresh answer
     no-store   do not store this answer
-    namespace  a separate key space (letters, digits, `_ . -`)
+    namespace  a separate key space (printable, no spaces: `faq`, `user:12345`)
     use-cache  opt in (needed under `mode: default_off`) or out (false)
 
 Header (HTTP request semantics): `no-cache`, `no-store`, and `max-age=N` / `s-maxage=N`,
@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hitrate.keys import valid_namespace
+from hitrate.keys import NAMESPACE_RULE, valid_namespace
 
 Mode = Literal["default_on", "default_off"]
 
@@ -86,10 +86,8 @@ def _from_body(cache: Any) -> dict[str, Any]:
         out["use_cache"] = _flag("use-cache", cache["use-cache"])
     if "namespace" in cache:
         namespace = cache["namespace"]
-        if not isinstance(namespace, str) or not valid_namespace(namespace):
-            raise ControlError(
-                "cache.namespace must be 1-128 characters of letters, digits, '_', '.', '-'"
-            )
+        if not valid_namespace(namespace):
+            raise ControlError(f"cache.namespace must be {NAMESPACE_RULE}")
         out["namespace"] = namespace
     return out
 

@@ -9,8 +9,8 @@ the cache instead of serving a wrong answer: a miss only costs money.
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
+from urllib.parse import quote, unquote
 
 import orjson
 
@@ -35,11 +35,27 @@ EXCLUDED_FIELDS = frozenset(
 )
 
 KEY_VERSION = "v1"
-_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+NAMESPACE_MAX_LENGTH = 128
+NAMESPACE_RULE = (f"1-{NAMESPACE_MAX_LENGTH} printable characters, no spaces or control "
+                  "characters (e.g. `faq`, `user:12345`)")
 
 
-def valid_namespace(namespace: str) -> bool:
-    return bool(_NAMESPACE_RE.match(namespace))
+def valid_namespace(namespace: Any) -> bool:
+    """Namespaces come from clients (LiteLLM's own example is `user:12345`) and end up in
+    keys, response headers and log lines: printable, no whitespace, bounded length."""
+    return (isinstance(namespace, str) and 0 < len(namespace) <= NAMESPACE_MAX_LENGTH
+            and namespace.isprintable() and not any(c.isspace() for c in namespace))
+
+
+def encode_namespace(namespace: str) -> str:
+    """The namespace as spelled inside a key: percent-encoded beyond `A-Z a-z 0-9 _ . - ~`,
+    so a key stays ASCII (it is sent as a header) and `:` always ends the namespace -
+    the prefix scan that flushes `user` cannot reach `user:12345` (`user%3A12345`)."""
+    return quote(namespace, safe="")
+
+
+def decode_namespace(encoded: str) -> str:
+    return unquote(encoded)
 
 
 # Deepest JSON nesting a request may have. The gateway refuses deeper bodies with a 400
@@ -128,15 +144,24 @@ def digest(obj: Any) -> str:
 def make_key(kind: str, namespace: str, canonical: Any, scope: str = "") -> str:
     """`hitrate:v1:<namespace>:<kind>:<digest>`.
 
-    The namespace is a readable prefix so that a namespace can be listed and deleted
-    with a prefix scan; `scope` (a tenant, later) is hashed in, never readable.
+    The namespace (encoded: `encode_namespace`) is a readable prefix so that a namespace
+    can be listed and deleted with a prefix scan; `scope` (a tenant) is hashed in, never
+    readable.
     """
     payload = canonical if not scope else {"scope": scope, "request": canonical}
-    return f"hitrate:{KEY_VERSION}:{namespace}:{kind}:{digest(payload)}"
+    return f"{namespace_prefix(namespace)}{kind}:{digest(payload)}"
 
 
 def namespace_prefix(namespace: str) -> str:
-    return f"hitrate:{KEY_VERSION}:{namespace}:"
+    return f"hitrate:{KEY_VERSION}:{encode_namespace(namespace)}:"
+
+
+def namespace_of(key: str) -> str | None:
+    """The namespace of a response-cache key, or None for any other string."""
+    parts = key.split(":")
+    if len(parts) != 5 or parts[0] != "hitrate" or not parts[2]:
+        return None
+    return decode_namespace(parts[2])
 
 
 ALL_KEYS_PREFIX = "hitrate:"

@@ -171,7 +171,7 @@ def admin_routes(get_state: Callable[[], GatewayState],
         entry = await need_cache(state).inspect(key)
         if entry is None:
             raise APIError(404, "no entry under that key", "invalid_request_error", "not_found")
-        namespace = key.split(":")[2] if key.count(":") >= 4 else None
+        namespace = cache_keys.namespace_of(key)
         return json_response(200, {
             "key": entry.key, "kind": entry.kind, "model": entry.model, "namespace": namespace,
             "created_at": entry.created_at, "expires_at": entry.expires_at,
@@ -196,7 +196,7 @@ def admin_routes(get_state: Callable[[], GatewayState],
     async def delete_namespace(request: Request, state: GatewayState) -> Response:
         namespace = request.path_params["namespace"]
         if not cache_keys.valid_namespace(namespace):
-            raise bad_request("invalid namespace", "namespace")
+            raise bad_request(f"invalid namespace: use {cache_keys.NAMESPACE_RULE}", "namespace")
         return json_response(200, {"deleted": await need_cache(state).clear(namespace),
                                    "namespace": namespace})
 
@@ -227,8 +227,7 @@ def admin_routes(get_state: Callable[[], GatewayState],
         body = _json_body(await request.body())
         tenant = body.get("tenant")
         if not isinstance(tenant, str) or not cache_keys.valid_namespace(tenant):
-            raise bad_request("`tenant` is required: 1-128 letters, digits, '_', '.', '-'",
-                              "tenant")
+            raise bad_request(f"`tenant` is required: {cache_keys.NAMESPACE_RULE}", "tenant")
         shared = body.get("shared", False)
         name = body.get("name")
         key = body.get("key")
@@ -271,7 +270,7 @@ def admin_routes(get_state: Callable[[], GatewayState],
         Route("/cache/entries/{key}", admin(get_entry), methods=["GET"]),
         Route("/cache/entries/{key}", admin(delete_entry), methods=["DELETE"]),
         Route("/cache/delete", admin(delete_many), methods=["POST"]),
-        Route("/cache/namespaces/{namespace}", admin(delete_namespace), methods=["DELETE"]),
+        Route("/cache/namespaces/{namespace:path}", admin(delete_namespace), methods=["DELETE"]),
         Route("/cache/flush", admin(flush), methods=["POST"]),
         Route("/cache/flushall", admin(flush), methods=["POST"]),
         Route("/cache/health", admin(health), methods=["GET"]),
