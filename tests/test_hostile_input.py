@@ -140,3 +140,38 @@ def test_namespace_key_encoding():
     for namespace in ("user:1", "50%", "café", "a/b"):
         assert keys.decode_namespace(keys.encode_namespace(namespace)) == namespace
     assert not keys.namespace_prefix("user:1").startswith(keys.namespace_prefix("user"))
+
+
+# -- TTL and age ranges -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cache", "field"), [
+    ({"ttl": 1e16}, "cache.ttl"), ({"ttl": 1e308}, "cache.ttl"),
+    ({"ttl": 10 * 365 * 86400 + 1}, "cache.ttl"), ({"s-maxage": 1e308}, "cache.s-maxage"),
+])
+def test_out_of_range_ttl_and_age_are_400(gateway, upstream, cache, field):
+    response = gateway.post(CHAT, json={**GOOD, "cache": cache})
+    assert response.status_code == 400, response.text
+    assert field in _error(response)["message"]
+    assert upstream.calls() == 0
+
+
+def test_ttl_and_age_limits_in_process():
+    from hitrate.controls import MAX_SECONDS, ControlError, parse_controls
+
+    assert MAX_SECONDS == 10 * 365 * 86400
+    assert parse_controls({"ttl": MAX_SECONDS}, None).ttl == MAX_SECONDS
+    for bad in (float("inf"), float("nan"), MAX_SECONDS * 2):
+        with pytest.raises(ControlError):
+            parse_controls({"ttl": bad}, None)
+        with pytest.raises(ControlError):
+            parse_controls({"s-maxage": bad}, None)
+    # A huge header age means "any age" (RFC 9111 caps delta-seconds): capped, not refused.
+    assert parse_controls(None, "max-age=" + "9" * 400).max_age == MAX_SECONDS
+
+
+def test_config_ttl_is_range_checked():
+    from hitrate.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=r"cache\.ttl"):
+        parse_config({"cache": {"ttl": 1e16}})

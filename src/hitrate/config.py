@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from hitrate.controls import MAX_SECONDS
 from hitrate.keys import NAMESPACE_RULE, valid_namespace
 
 
@@ -166,7 +167,8 @@ class CacheConfig(_Section):
     enabled: bool = True
     type: Literal["memory", "disk", "redis", "redis-cluster", "redis-sentinel", "s3", "gcs",
                   "azure-blob", "tiered"] = "memory"
-    ttl: float | None = Field(default=None, gt=0, description="seconds; none = no expiry")
+    ttl: float | None = Field(default=None, gt=0, le=MAX_SECONDS,
+                              description="seconds (at most 10 years); none = no expiry")
     namespace: str = "default"
     mode: Literal["default_on", "default_off"] = "default_on"
     max_cache_size_mb: float = Field(default=256, gt=0)

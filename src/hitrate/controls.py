@@ -14,6 +14,7 @@ which both bound the age of an entry the client accepts.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,6 +22,11 @@ from typing import Any, Literal
 from hitrate.keys import NAMESPACE_RULE, valid_namespace
 
 Mode = Literal["default_on", "default_off"]
+
+
+# Longest TTL or age a request may ask for: 10 years. Longer values are refused (a 400), as
+# they would overflow a backend's expiry arithmetic (Redis keeps milliseconds in an int64).
+MAX_SECONDS = 10 * 365 * 86400
 
 
 class ControlError(ValueError):
@@ -51,6 +57,8 @@ _KNOWN_BODY_FIELDS = {"ttl", "s-maxage", "no-cache", "no-store", "namespace", "u
 def _seconds(name: str, value: Any, *, allow_zero: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ControlError(f"cache.{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value > MAX_SECONDS:
+        raise ControlError(f"cache.{name} must be at most {MAX_SECONDS} seconds (10 years)")
     if value < 0 or (value == 0 and not allow_zero):
         raise ControlError(f"cache.{name} must be {'>= 0' if allow_zero else '> 0'}")
     return float(value)
@@ -110,7 +118,8 @@ def _from_header(header: str | None) -> dict[str, Any]:
             value = value.strip().strip('"')
             if not _DELTA_SECONDS.fullmatch(value):
                 raise ControlError(f"Cache-Control {name} needs a whole number of seconds")
-            age = float(value)
+            # RFC 9111 1.2.2: a delta-seconds too large to represent means "very old".
+            age = float(min(int(value), MAX_SECONDS) if len(value) <= 12 else MAX_SECONDS)
             out["max_age"] = min(age, out.get("max_age", age))
         # Other directives (private, no-transform, ...) say nothing to a response cache.
     return out
