@@ -213,6 +213,8 @@ class CacheConfig(_Section):
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=4000, ge=0, le=65535)
+    # Larger bodies get a 413 (gateway/limits.py); LiteLLM: general_settings.max_request_size_mb
+    max_request_body_mb: float = Field(default=32.0, gt=0, le=4096)
 
 
 # -- KV cache (issue 6) ----------------------------------------------------------------
