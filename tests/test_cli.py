@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
-import sys
 import time
 
 import httpx
 import openai
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _hitrate() -> list[str]:
-    exe = shutil.which("hitrate", path=os.path.dirname(sys.executable))
-    return [exe] if exe else [sys.executable, "-m", "hitrate.cli"]
+from tests.serve_process import free_port, hitrate_command
 
 
 def test_serve_proxies_and_caches(tmp_path, upstream):
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "config.yaml"
     config.write_text(f"""
 model_list:
@@ -38,7 +25,7 @@ litellm_settings:
   cache: true
   cache_params: {{type: disk, disk_cache_dir: {tmp_path / 'cache'}}}
 """)
-    proc = subprocess.Popen([*_hitrate(), "serve", "--config", str(config), "--port", str(port)],
+    proc = subprocess.Popen([*hitrate_command(), "serve", "--config", str(config), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -61,7 +48,7 @@ litellm_settings:
 
 
 def test_demo_runs_offline():
-    result = subprocess.run([*_hitrate(), "demo", "--latency-ms", "20", "40"],
+    result = subprocess.run([*hitrate_command(), "demo", "--latency-ms", "20", "40"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     out = result.stdout

@@ -41,7 +41,7 @@ def serve(
     cache = f"{cfg.cache.type}" if cfg.cache.enabled else "off"
     typer.echo(f"hitrate gateway on http://{bind_host}:{bind_port}  cache={cache}  models={models}")
     try:
-        run(create_app(cfg), bind_host, bind_port)
+        run(create_app(cfg), bind_host, bind_port, cfg.server)
     except OSError as exc:
         _fail(f"cannot listen on {bind_host}:{bind_port}: {exc.strerror or exc}")
 

@@ -215,6 +215,12 @@ class ServerConfig(_Section):
     port: int = Field(default=4000, ge=0, le=65535)
     # Larger bodies get a 413 (gateway/limits.py); LiteLLM: general_settings.max_request_size_mb
     max_request_body_mb: float = Field(default=32.0, gt=0, le=4096)
+    # Slow clients (hitrate/http_protocol.py): headers must arrive within header_timeout s;
+    # idle keep-alive connections close after keep_alive_timeout s; connections beyond
+    # max_connections get a 503 and are closed.
+    header_timeout: float = Field(default=15.0, gt=0)
+    keep_alive_timeout: float = Field(default=5.0, gt=0)
+    max_connections: int = Field(default=4096, ge=1)
 
 
 # -- KV cache (issue 6) ----------------------------------------------------------------
