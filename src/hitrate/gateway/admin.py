@@ -114,7 +114,8 @@ def stats_payload(state: GatewayState) -> dict[str, Any]:
         "entries": store_stats.entries, "bytes": store_stats.bytes,
         "evictions": store_stats.evictions,
     }
-    payload["backend"] = {"name": store.name, "up": not cache.backend_failing,
+    payload["backend"] = {"name": store.name,
+                          "up": not cache.backend_failing and store.failure() is None,
                           "circuit_state": store.circuit_state(),
                           "errors": stats.backend_errors,
                           "errors_by_operation": dict(stats.backend_errors_by_op)}
@@ -212,7 +213,7 @@ def admin_routes(get_state: Callable[[], GatewayState],
         started = time.perf_counter()
         try:
             ok = await asyncio.wait_for(cache.store.ping(), PING_TIMEOUT)
-            error = None if ok else "ping returned false"
+            error = None if ok else cache.store.failure() or "ping returned false"
         except Exception as exc:
             ok, error = False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         payload = {"status": "healthy" if ok else "unhealthy", "backend": cache.store.name,
