@@ -19,6 +19,7 @@ when writes start failing and one when they recover, never one per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -143,10 +144,8 @@ class DiskStore(ByteStore):
         # ROLLBACK would only replace the real error with "cannot rollback".
         assert self._db is not None
         if self._db.in_transaction:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
 
     def _write_failed(self, exc: sqlite3.Error) -> None:
         code = getattr(exc, "sqlite_errorname", "")
