@@ -91,7 +91,9 @@ def _admin_call(method: str, url: str, key: str | None, path: str) -> Any:
     try:
         response = httpx.request(method, url + path, headers=headers, timeout=30)
     except httpx.HTTPError as exc:
-        _fail(f"cannot reach the gateway at {url}: {exc}")
+        from hitrate.redact import redact_text, redact_url
+
+        _fail(f"cannot reach the gateway at {redact_url(url)}: {redact_text(str(exc))}")
     try:
         payload = response.json()
     except ValueError:
