@@ -27,9 +27,15 @@ def serve(
     """Run the OpenAI-compatible caching gateway."""
     from hitrate.config import ConfigError, load_config
 
+    from hitrate.extras import MissingExtra, check_config
+
     try:
         cfg = load_config(config)
+        check_config(cfg)
     except ConfigError as exc:
+        _fail(f"config {config}: {exc}")
+        return
+    except MissingExtra as exc:
         _fail(f"config {config}: {exc}")
         return
     from hitrate.gateway.app import create_app
