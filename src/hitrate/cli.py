@@ -26,7 +26,6 @@ def serve(
 ) -> None:
     """Run the OpenAI-compatible caching gateway."""
     from hitrate.config import ConfigError, load_config
-
     from hitrate.extras import MissingExtra, check_config
 
     try:
