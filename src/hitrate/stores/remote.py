@@ -55,6 +55,7 @@ class RemoteStore(ByteStore):
         failure_threshold: int = 1,
         recovery_time: float = 1.0,
         max_recovery_time: float = 30.0,
+        clock: Callable[[], float] | None = None,
     ):
         self.timeout = timeout if timeout is not None else self.default_timeout
         if self.timeout <= 0:
@@ -63,7 +64,8 @@ class RemoteStore(ByteStore):
         self.admin_timeout = max(admin_timeout, self.deadline)
         self.breaker = CircuitBreaker(self.name, failure_threshold=failure_threshold,
                                       recovery_time=recovery_time,
-                                      max_recovery_time=max_recovery_time)
+                                      max_recovery_time=max_recovery_time,
+                                      **({"clock": clock} if clock is not None else {}))
         self._stats = StoreStats()
         self._prepared = False
         self._preparing: asyncio.Future[None] | None = None
