@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
-import sys
-import time
 
-import httpx
 import openai
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _hitrate() -> list[str]:
-    exe = shutil.which("hitrate", path=os.path.dirname(sys.executable))
-    return [exe] if exe else [sys.executable, "-m", "hitrate.cli"]
+from tests.serve_process import hitrate_command, serve
 
 
 def test_serve_proxies_and_caches(tmp_path, upstream):
-    port = _free_port()
     config = tmp_path / "config.yaml"
     config.write_text(f"""
 model_list:
@@ -38,30 +22,16 @@ litellm_settings:
   cache: true
   cache_params: {{type: disk, disk_cache_dir: {tmp_path / 'cache'}}}
 """)
-    proc = subprocess.Popen([*_hitrate(), "serve", "--config", str(config), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.05)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+    with serve(config) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
         statuses = [client.chat.completions.with_raw_response.create(
             model="gpt-test", messages=[{"role": "user", "content": "cli"}]
         ).headers["x-hitrate-cache"] for _ in range(2)]
         assert statuses == ["miss", "hit"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 def test_demo_runs_offline():
-    result = subprocess.run([*_hitrate(), "demo", "--latency-ms", "20", "40"],
+    result = subprocess.run([*hitrate_command(), "demo", "--latency-ms", "20", "40"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     out = result.stdout

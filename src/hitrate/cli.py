@@ -26,10 +26,15 @@ def serve(
 ) -> None:
     """Run the OpenAI-compatible caching gateway."""
     from hitrate.config import ConfigError, load_config
+    from hitrate.extras import MissingExtra, check_config
 
     try:
         cfg = load_config(config)
+        check_config(cfg)
     except ConfigError as exc:
+        _fail(f"config {config}: {exc}")
+        return
+    except MissingExtra as exc:
         _fail(f"config {config}: {exc}")
         return
     from hitrate.gateway.app import create_app
@@ -41,7 +46,7 @@ def serve(
     cache = f"{cfg.cache.type}" if cfg.cache.enabled else "off"
     typer.echo(f"hitrate gateway on http://{bind_host}:{bind_port}  cache={cache}  models={models}")
     try:
-        run(create_app(cfg), bind_host, bind_port)
+        run(create_app(cfg), bind_host, bind_port, cfg.server)
     except OSError as exc:
         _fail(f"cannot listen on {bind_host}:{bind_port}: {exc.strerror or exc}")
 
@@ -91,7 +96,9 @@ def _admin_call(method: str, url: str, key: str | None, path: str) -> Any:
     try:
         response = httpx.request(method, url + path, headers=headers, timeout=30)
     except httpx.HTTPError as exc:
-        _fail(f"cannot reach the gateway at {url}: {exc}")
+        from hitrate.redact import redact_text, redact_url
+
+        _fail(f"cannot reach the gateway at {redact_url(url)}: {redact_text(str(exc))}")
     try:
         payload = response.json()
     except ValueError:

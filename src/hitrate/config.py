@@ -21,7 +21,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from hitrate.keys import valid_namespace
+from hitrate.controls import MAX_SECONDS
+from hitrate.keys import NAMESPACE_RULE, valid_namespace
 
 
 class ConfigError(ValueError):
@@ -168,7 +169,8 @@ class CacheConfig(_Section):
     enabled: bool = True
     type: Literal["memory", "disk", "redis", "redis-cluster", "redis-sentinel", "s3", "gcs",
                   "azure-blob", "tiered"] = "memory"
-    ttl: float | None = Field(default=None, gt=0, description="seconds; none = no expiry")
+    ttl: float | None = Field(default=None, gt=0, le=MAX_SECONDS,
+                              description="seconds (at most 10 years); none = no expiry")
     namespace: str = "default"
     mode: Literal["default_on", "default_off"] = "default_on"
     max_cache_size_mb: float = Field(default=256, gt=0)
@@ -206,13 +208,21 @@ class CacheConfig(_Section):
     @classmethod
     def _namespace(cls, value: str) -> str:
         if not valid_namespace(value):
-            raise ValueError("use 1-128 letters, digits, '_', '.', '-'")
+            raise ValueError(f"use {NAMESPACE_RULE}")
         return value
 
 
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=4000, ge=0, le=65535)
+    # Larger bodies get a 413 (gateway/limits.py); LiteLLM: general_settings.max_request_size_mb
+    max_request_body_mb: float = Field(default=32.0, gt=0, le=4096)
+    # Slow clients (hitrate/http_protocol.py): headers must arrive within header_timeout s;
+    # idle keep-alive connections close after keep_alive_timeout s; connections beyond
+    # max_connections get a 503 and are closed.
+    header_timeout: float = Field(default=15.0, gt=0)
+    keep_alive_timeout: float = Field(default=5.0, gt=0)
+    max_connections: int = Field(default=4096, ge=1)
 
 
 # -- KV cache (issue 6) ----------------------------------------------------------------
@@ -260,7 +270,7 @@ class VirtualKeyConfig(_Section):
     @classmethod
     def _tenant(cls, value: str) -> str:
         if not valid_namespace(value):
-            raise ValueError("use 1-128 letters, digits, '_', '.', '-'")
+            raise ValueError(f"use {NAMESPACE_RULE}")
         return value
 
 

@@ -5,7 +5,7 @@ Body (what the OpenAI SDK sends via `extra_body={"cache": {...}}`):
     s-maxage   oldest entry (seconds) this request accepts; not a storage TTL
     no-cache   skip the lookup, go upstream, store the fresh answer
     no-store   do not store this answer
-    namespace  a separate key space (letters, digits, `_ . -`)
+    namespace  a separate key space (printable, no spaces: `faq`, `user:12345`)
     use-cache  opt in (needed under `mode: default_off`) or out (false)
 
 Header (HTTP request semantics): `no-cache`, `no-store`, and `max-age=N` / `s-maxage=N`,
@@ -14,12 +14,19 @@ which both bound the age of an entry the client accepts.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hitrate.keys import valid_namespace
+from hitrate.keys import NAMESPACE_RULE, valid_namespace
 
 Mode = Literal["default_on", "default_off"]
+
+
+# Longest TTL or age a request may ask for: 10 years. Longer values are refused (a 400), as
+# they would overflow a backend's expiry arithmetic (Redis keeps milliseconds in an int64).
+MAX_SECONDS = 10 * 365 * 86400
 
 
 class ControlError(ValueError):
@@ -41,12 +48,17 @@ class Controls:
         return mode == "default_on"
 
 
+# RFC 9111 delta-seconds: ASCII digits only (str.isdigit() also accepts "\u00b2", "\u0663").
+_DELTA_SECONDS = re.compile(r"[0-9]+")
+
 _KNOWN_BODY_FIELDS = {"ttl", "s-maxage", "no-cache", "no-store", "namespace", "use-cache"}
 
 
 def _seconds(name: str, value: Any, *, allow_zero: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ControlError(f"cache.{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value > MAX_SECONDS:
+        raise ControlError(f"cache.{name} must be at most {MAX_SECONDS} seconds (10 years)")
     if value < 0 or (value == 0 and not allow_zero):
         raise ControlError(f"cache.{name} must be {'>= 0' if allow_zero else '> 0'}")
     return float(value)
@@ -82,10 +94,8 @@ def _from_body(cache: Any) -> dict[str, Any]:
         out["use_cache"] = _flag("use-cache", cache["use-cache"])
     if "namespace" in cache:
         namespace = cache["namespace"]
-        if not isinstance(namespace, str) or not valid_namespace(namespace):
-            raise ControlError(
-                "cache.namespace must be 1-128 characters of letters, digits, '_', '.', '-'"
-            )
+        if not valid_namespace(namespace):
+            raise ControlError(f"cache.namespace must be {NAMESPACE_RULE}")
         out["namespace"] = namespace
     return out
 
@@ -106,9 +116,10 @@ def _from_header(header: str | None) -> dict[str, Any]:
             out["no_store"] = True
         elif name in ("max-age", "s-maxage"):
             value = value.strip().strip('"')
-            if not value.isdigit():
+            if not _DELTA_SECONDS.fullmatch(value):
                 raise ControlError(f"Cache-Control {name} needs a whole number of seconds")
-            age = float(value)
+            # RFC 9111 1.2.2: a delta-seconds too large to represent means "very old".
+            age = float(min(int(value), MAX_SECONDS) if len(value) <= 12 else MAX_SECONDS)
             out["max_age"] = min(age, out.get("max_age", age))
         # Other directives (private, no-transform, ...) say nothing to a response cache.
     return out

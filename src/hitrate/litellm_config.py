@@ -255,6 +255,8 @@ def convert(data: dict[str, Any]) -> dict[str, Any]:
     }
     if general.get("master_key"):
         out["master_key"] = general["master_key"]
+    if general.get("max_request_size_mb") is not None:
+        out["server"] = {"max_request_body_mb": general["max_request_size_mb"]}
     prices = _convert_prices(model_list)
     if prices:
         out["costs"] = {"models": prices}

@@ -10,19 +10,38 @@ from typing import Any
 
 import uvicorn
 
+from hitrate.http_protocol import guarded_protocol
 
-def uvicorn_config(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.Config:
+# Defaults of ServerConfig's connection bounds (hitrate/config.py), for callers without one.
+HEADER_TIMEOUT = 15.0
+KEEP_ALIVE_TIMEOUT = 5.0
+MAX_CONNECTIONS = 4096
+
+
+def uvicorn_config(app: Any, host: str, port: int, *, header_timeout: float = HEADER_TIMEOUT,
+                   keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT,
+                   max_connections: int | None = MAX_CONNECTIONS,
+                   **overrides: Any) -> uvicorn.Config:
     # uvicorn (uvloop + httptools) beat granian by ~20% on hit throughput and p99 in
-    # benchmarks/gateway.py, so it is the server.
-    options: dict[str, Any] = {"loop": "uvloop", "http": "httptools", "log_level": "warning",
-                               "access_log": False, "lifespan": "on",
+    # benchmarks/gateway.py, so it is the server; its httptools protocol, with a header
+    # deadline and a connection cap (hitrate/http_protocol.py) against slow clients.
+    options: dict[str, Any] = {"loop": "uvloop",
+                               "http": guarded_protocol(header_timeout, max_connections),
+                               "timeout_keep_alive": keep_alive_timeout,
+                               "log_level": "warning", "access_log": False, "lifespan": "on",
                                "timeout_graceful_shutdown": 5}
     options.update(overrides)
     return uvicorn.Config(app, host=host, port=port, **options)
 
 
-def serve(app: Any, host: str, port: int) -> None:
-    uvicorn.Server(uvicorn_config(app, host, port)).run()
+def serve(app: Any, host: str, port: int, server: Any = None) -> None:
+    """Run in the foreground; `server` is a `ServerConfig` (connection bounds)."""
+    bounds: dict[str, Any] = {}
+    if server is not None:
+        bounds = {"header_timeout": server.header_timeout,
+                  "keep_alive_timeout": server.keep_alive_timeout,
+                  "max_connections": server.max_connections}
+    uvicorn.Server(uvicorn_config(app, host, port, **bounds)).run()
 
 
 class BackgroundServer:

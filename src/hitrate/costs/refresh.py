@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hitrate.costs.prices import ParsedMap, PriceMap, PriceMapError, parse_document
+from hitrate.redact import redact_text, redact_url
 
 log = logging.getLogger("hitrate.costs")
 
@@ -98,7 +99,7 @@ class PriceRefresher:
             data = json.loads(raw)
         except ValueError as exc:
             raise PriceMapError(f"not JSON: {exc}") from None
-        parsed = parse_document(data, self.source)
+        parsed = parse_document(data, redact_url(self.source))
         current = self.prices.base.distinct_models
         if parsed.distinct_models < current * SHRINK_LIMIT:
             raise PriceMapError(f"has {parsed.distinct_models} priced models, the map in use has "
@@ -112,10 +113,10 @@ class PriceRefresher:
             raw = await self._fetch()
             parsed = self._validate(raw)
         except Exception as exc:
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.last_error = redact_text(f"{type(exc).__name__}: {exc}")
             if not self._failing:
-                log.warning("price map refresh from %s failed (%s); keeping %s", self.source,
-                            self.last_error, self.prices.base.source)
+                log.warning("price map refresh from %s failed (%s); keeping %s",
+                            redact_url(self.source), self.last_error, self.prices.base.source)
             self._failing = True
             return RefreshResult(False, self.prices.base.distinct_models, self.last_error)
         self.prices.set_base(parsed)
@@ -127,7 +128,7 @@ class PriceRefresher:
         except OSError as exc:  # a good map is still good without its local copy
             log.warning("cannot write price cache %s: %s", self.cache_file, exc)
         n = parsed.distinct_models
-        log.info("price map refreshed from %s: %d models", self.source, n)
+        log.info("price map refreshed from %s: %d models", redact_url(self.source), n)
         return RefreshResult(True, n, f"refreshed: {n} models"
                              + (f", {parsed.rejected} malformed entries dropped"
                                 if parsed.rejected else ""))
@@ -159,6 +160,6 @@ class PriceRefresher:
             self._task = None
 
     def status(self) -> dict[str, Any]:
-        return {"source": self.source, "cache_file": str(self.cache_file),
+        return {"source": redact_url(self.source), "cache_file": str(self.cache_file),
                 "max_age": self.max_age, "last_attempt": self.last_attempt,
                 "last_success": self.last_success, "last_error": self.last_error}

@@ -116,7 +116,8 @@ def stats_payload(state: GatewayState) -> dict[str, Any]:
         "entries": store_stats.entries, "bytes": store_stats.bytes,
         "evictions": store_stats.evictions,
     }
-    payload["backend"] = {"name": store.name, "up": not cache.backend_failing,
+    payload["backend"] = {"name": store.name,
+                          "up": not cache.backend_failing and store.failure() is None,
                           "circuit_state": store.circuit_state(),
                           "errors": stats.backend_errors,
                           "errors_by_operation": dict(stats.backend_errors_by_op)}
@@ -172,7 +173,7 @@ def admin_routes() -> list[Route]:
         entry = await need_cache(state).inspect(key)
         if entry is None:
             raise APIError(404, "no entry under that key", "invalid_request_error", "not_found")
-        namespace = key.split(":")[2] if key.count(":") >= 4 else None
+        namespace = cache_keys.namespace_of(key)
         return json_response(200, {
             "key": entry.key, "kind": entry.kind, "model": entry.model, "namespace": namespace,
             "created_at": entry.created_at, "expires_at": entry.expires_at,
@@ -197,7 +198,7 @@ def admin_routes() -> list[Route]:
     async def delete_namespace(request: Request, state: GatewayState) -> Response:
         namespace = request.path_params["namespace"]
         if not cache_keys.valid_namespace(namespace):
-            raise bad_request("invalid namespace", "namespace")
+            raise bad_request(f"invalid namespace: use {cache_keys.NAMESPACE_RULE}", "namespace")
         return json_response(200, {"deleted": await need_cache(state).clear(namespace),
                                    "namespace": namespace})
 
@@ -213,7 +214,7 @@ def admin_routes() -> list[Route]:
         started = time.perf_counter()
         try:
             ok = await asyncio.wait_for(cache.store.ping(), PING_TIMEOUT)
-            error = None if ok else "ping returned false"
+            error = None if ok else cache.store.failure() or "ping returned false"
         except Exception as exc:
             ok, error = False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         payload = {"status": "healthy" if ok else "unhealthy", "backend": cache.store.name,
@@ -228,8 +229,7 @@ def admin_routes() -> list[Route]:
         body = _json_body(await request.body())
         tenant = body.get("tenant")
         if not isinstance(tenant, str) or not cache_keys.valid_namespace(tenant):
-            raise bad_request("`tenant` is required: 1-128 letters, digits, '_', '.', '-'",
-                              "tenant")
+            raise bad_request(f"`tenant` is required: {cache_keys.NAMESPACE_RULE}", "tenant")
         shared = body.get("shared", False)
         name = body.get("name")
         key = body.get("key")
@@ -272,7 +272,7 @@ def admin_routes() -> list[Route]:
         Route("/cache/entries/{key}", admin(get_entry), methods=["GET"]),
         Route("/cache/entries/{key}", admin(delete_entry), methods=["DELETE"]),
         Route("/cache/delete", admin(delete_many), methods=["POST"]),
-        Route("/cache/namespaces/{namespace}", admin(delete_namespace), methods=["DELETE"]),
+        Route("/cache/namespaces/{namespace:path}", admin(delete_namespace), methods=["DELETE"]),
         Route("/cache/flush", admin(flush), methods=["POST"]),
         Route("/cache/flushall", admin(flush), methods=["POST"]),
         Route("/cache/health", admin(health), methods=["GET"]),

@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from hitrate.config import Config
 from hitrate.engine import ResponseCache
 from hitrate.gateway import admin, dashboard, routes
+from hitrate.gateway.limits import MB, BodyLimit
 from hitrate.gateway.state import GatewayState, build_cache, build_prices, build_router
 
 __all__ = ["build_cache", "build_prices", "build_router", "create_app"]
@@ -39,7 +41,8 @@ def create_app(config: Config, cache: ResponseCache | None = None) -> Starlette:
     if config.metrics.enabled:
         table.append(Route("/metrics", routes.metrics, methods=["GET"]))
     table += admin.admin_routes()
-    app = Starlette(routes=table, lifespan=lifespan,
+    body_limit = Middleware(BodyLimit, max_bytes=int(config.server.max_request_body_mb * MB))
+    app = Starlette(routes=table, lifespan=lifespan, middleware=[body_limit],
                     exception_handlers={404: routes.not_found, 405: routes.method_not_allowed})
     app.state.gateway = state
     return app

@@ -12,6 +12,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hitrate.errors import APIError, bad_request
+from hitrate.keys import json_depth
+
+# Deepest nesting a request body may have. Real requests stay far below it (a JSON schema
+# in `response_format` or `tools` a dozen levels deep is already unusual); deeper bodies
+# are refused before anything recurses over them.
+MAX_DEPTH = 64
 
 
 class _Strict(BaseModel):
@@ -71,10 +77,18 @@ def validate(schema: type[BaseModel], body: Any) -> None:
     """Checks `body` against a kind's request schema; a 400 naming the parameter."""
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object", code="invalid_json")
+    check_depth(body)
     try:
         schema.model_validate(body)
     except ValidationError as exc:
         raise _from_pydantic(exc) from None
+
+
+def check_depth(body: Any) -> None:
+    """400 for a body nested deeper than `MAX_DEPTH` (iterative: cannot overflow)."""
+    if json_depth(body, MAX_DEPTH) > MAX_DEPTH:
+        raise bad_request(f"request body is nested more than {MAX_DEPTH} levels deep",
+                          code="too_deeply_nested")
 
 
 _TYPE_TAG = re.compile(r"^(str|int|float|bool|list|dict|none)(\[.*\])?$|\[")

@@ -31,6 +31,7 @@ def _settings(config: Path | None) -> Any:
 
 def _stores(settings: Any) -> list[tuple[str, str, Any]]:
     from hitrate.kv.settings import MB, remote_store
+    from hitrate.redact import redact_url
 
     stores: list[tuple[str, str, Any]] = []
     if settings.disk_dir:
@@ -39,8 +40,8 @@ def _stores(settings: Any) -> list[tuple[str, str, Any]]:
         stores.append(("disk", settings.disk_dir,
                        DiskStore(settings.disk_dir, max_bytes=int(settings.disk_size_mb * MB))))
     if settings.remote_url:
-        stores.append(("remote", settings.remote_url, remote_store(settings.remote_url,
-                                                                   settings.remote_timeout)))
+        stores.append(("remote", redact_url(settings.remote_url),
+                       remote_store(settings.remote_url, settings.remote_timeout)))
     return stores
 
 
@@ -73,11 +74,15 @@ async def collect(settings: Any) -> dict[str, Any]:
             if store.name == "disk":
                 entry["store_bytes"] = store.stats().bytes
         except Exception as exc:  # a tier that is down is reported, not fatal
-            entry["error"] = f"{type(exc).__name__}: {exc}"
+            from hitrate.redact import redact_text
+
+            entry["error"] = redact_text(f"{type(exc).__name__}: {exc}")
         finally:
             await store.close()
         tiers.append(entry)
-    return {"settings": settings.model_dump(), "tiers": tiers}
+    from hitrate.redact import redact_urls
+
+    return {"settings": redact_urls(settings.model_dump()), "tiers": tiers}
 
 
 @app.command("stats")
@@ -91,9 +96,12 @@ def stats(config: ConfigOption = None,
 
         typer.echo(json.dumps(report, indent=2))
         return
+    from hitrate.redact import redact_url
+
     s = settings
+    remote = redact_url(s.remote_url) if s.remote_url else "off"
     typer.echo(f"chunk size {s.chunk_size} tokens; tiers: gpu {s.gpu_size_mb:g} MB, cpu {s.cpu_size_mb:g} MB"
-               f", disk {s.disk_dir or 'off'}, remote {s.remote_url or 'off'}")
+               f", disk {s.disk_dir or 'off'}, remote {remote}")
     if not report["tiers"]:
         typer.echo("no persistent tier configured (set kv.disk_dir / kv.remote_url or HITRATE_KV_*)")
     for tier in report["tiers"]:

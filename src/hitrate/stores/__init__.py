@@ -33,6 +33,9 @@ def build_store(config: CacheConfig) -> ByteStore:
 
 
 def _shared(config: CacheConfig, kind: str) -> ByteStore:
+    from hitrate.extras import require_store
+
+    require_store(kind)  # one clear line naming the extra, not an import traceback
     c = config.circuit
     guard: dict[str, Any] = {"failure_threshold": c.failure_threshold,
                              "recovery_time": c.recovery_time,

@@ -81,6 +81,11 @@ class ByteStore(ABC):
         """Admin health check: True if the backend answers. Embedded stores always do."""
         return True
 
+    def failure(self) -> str | None:
+        """Why the backend is failing right now, in words (shown by /cache/health and as
+        `backend.up` in /cache/stats), or None. Must not do I/O."""
+        return None
+
     def circuit_state(self) -> str | None:
         """"closed" | "open" | "half_open" for stores behind a circuit breaker, else None.
         Read by metrics and the admin API; must not do I/O."""

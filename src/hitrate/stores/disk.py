@@ -5,11 +5,22 @@ Chosen over diskcache by measurement (benchmarks/disk_store.py: set p50 21 us vs
 leaves either the old value or the new one; the entry checksum above us catches
 anything else. All SQLite calls run on one dedicated thread so the event loop never
 blocks on disk; a single connection on that thread also serializes writers.
+
+Size: `max_bytes` bounds the stored values (oldest rows are evicted past it), and the
+write-ahead log is checkpointed and truncated against it too (at most an eighth of it,
+within SQLite's 16-4000 KB working range), so a small cache stays small on disk.
+
+A full disk (or any write error) fails the write with a `DiskStoreError` that says what
+happened; reads keep working. Until a write succeeds again `failure()` says why and
+`ping()` is False, so /cache/health reports the backend down; the store logs one line
+when writes start failing and one when they recover, never one per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import sqlite3
 import time
@@ -20,6 +31,12 @@ from typing import Any, TypeVar
 from hitrate.stores.base import ByteStore, StoreStats
 
 T = TypeVar("T")
+
+log = logging.getLogger("hitrate.stores")
+
+
+class DiskStoreError(OSError):
+    """A write the disk store could not make; the message says why, in plain words."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -48,6 +65,7 @@ class DiskStore(ByteStore):
         self._bytes = 0
         self._sets = 0
         self._stats = StoreStats()
+        self._failure: str | None = None  # why writes fail now; None while they work
         # Open on the worker thread: the connection must only be used from there.
         self._executor.submit(self._open).result()
 
@@ -56,6 +74,12 @@ class DiskStore(ByteStore):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=2000")
+        # Checkpoint the WAL (and truncate it back) every max_bytes/8, not every 4 MB:
+        # uncounted, the log alone could dwarf a small cache.
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        wal_pages = max(4, min(1000, self.max_bytes // 8 // page))
+        db.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
+        db.execute(f"PRAGMA journal_size_limit={wal_pages * page}")
         db.executescript(_SCHEMA)
         self._bytes = db.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
         self._stats.entries = db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
@@ -83,30 +107,64 @@ class DiskStore(ByteStore):
         assert self._db is not None
         now = time.time()
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        added_bytes = added_entries = 0
         try:
+            db.execute("BEGIN IMMEDIATE")
             for key, value, ttl in items:
                 old = db.execute("SELECT size FROM entries WHERE key = ?", (key,)).fetchone()
                 if old:
-                    self._bytes -= old[0]
-                    self._stats.entries -= 1
+                    added_bytes -= old[0]
+                    added_entries -= 1
                 db.execute(
                     "INSERT OR REPLACE INTO entries (key, value, expires_at, stored_at, size) "
                     "VALUES (?, ?, ?, ?, ?)",
                     (key, value, now + ttl if ttl else None, now, len(value)),
                 )
-                self._bytes += len(value)
-                self._stats.entries += 1
+                added_bytes += len(value)
+                added_entries += 1
             db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            self._write_failed(exc)
         except BaseException:
-            db.execute("ROLLBACK")
+            self._rollback()
             raise
+        self._bytes += added_bytes
+        self._stats.entries += added_entries
+        self._write_ok()
         self._sets += len(items)
         if self._sets >= _PURGE_EVERY:
             self._sets = 0
             self._purge_expired(now)
         if self._bytes > self.max_bytes:
             self._evict()
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back by itself (it does on SQLITE_FULL); a second
+        # ROLLBACK would only replace the real error with "cannot rollback".
+        assert self._db is not None
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+
+    def _write_failed(self, exc: sqlite3.Error) -> None:
+        code = getattr(exc, "sqlite_errorname", "")
+        if code == "SQLITE_FULL":
+            what = "the disk (or the database's size limit) is full"
+        elif code in ("SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN"):
+            what = f"the disk refused the write ({code}: {exc})"
+        else:
+            what = f"{type(exc).__name__}: {exc}"
+        failure = f"disk store {self.path}: cannot write: {what}"
+        if self._failure is None:
+            log.warning("%s; answers are not stored until writes work again", failure)
+        self._failure = failure
+        raise DiskStoreError(failure) from None
+
+    def _write_ok(self) -> None:
+        if self._failure is not None:
+            self._failure = None
+            log.warning("disk store %s: writes recovered", self.path)
 
     def _purge_expired(self, now: float) -> None:
         assert self._db is not None
@@ -195,6 +253,12 @@ class DiskStore(ByteStore):
     async def clear(self, prefix: str = "") -> int:
         keys = await self._run(self._keys_sync, prefix)
         return await self._run(self._delete_sync, keys)
+
+    async def ping(self) -> bool:
+        return self._failure is None
+
+    def failure(self) -> str | None:
+        return self._failure
 
     def stats(self) -> StoreStats:
         self._stats.bytes = self._bytes

@@ -39,6 +39,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hitrate.stores.remote import Item, RemoteStore
@@ -95,6 +96,8 @@ class _SentinelPool(SentinelConnectionPool):
 
 class RedisStore(RemoteStore):
     default_timeout = 0.05
+    # Redis adds PX to its clock in an int64 of milliseconds: far beyond any real TTL.
+    max_ttl = 2**62 / 1000
 
     def __init__(
         self,
@@ -185,6 +188,11 @@ class RedisStore(RemoteStore):
 
     def _is_timeout(self, exc: Exception) -> bool:
         return isinstance(exc, RedisTimeoutError)
+
+    def _answered_bad_argument(self, exc: Exception) -> bool:
+        # A plain `ERR ...` reply (syntax, "invalid expire time", "not an integer"). Its
+        # subclasses (OOM, READONLY, NOPERM, cluster errors...) are real backend trouble.
+        return type(exc) is ResponseError and getattr(exc, "status_code", None) == "ERR"
 
     async def _get(self, key: str) -> bytes | None:
         return await self.client.get(key)

@@ -13,13 +13,18 @@ failure behaviour, so no backend can get it wrong:
 - counters (`stats()`) and the breaker state (`circuit_state()`) for metrics.
 
 Failures still raise (the engine turns them into misses, counts and logs them); an
-open circuit raises `CircuitOpen` immediately. Values are returned byte for byte as
+open circuit raises `CircuitOpen` immediately. A bad argument (a TTL the backend cannot
+represent: `ValueError` before any call; or the backend's own "bad argument" reply,
+`_answered_bad_argument`) raises too but says nothing about the backend's health: the
+circuit never opens for it, so one client's absurd TTL cannot switch the cache off for
+everyone. Values are returned byte for byte as
 stored: validation happens in the entry layer, above the store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -39,6 +44,7 @@ class BackendTimeout(TimeoutError):
 class RemoteStore(ByteStore):
     name = "remote"
     default_timeout = 1.0
+    max_ttl = math.inf  # seconds; a backend with a bounded expiry lowers it
 
     def __init__(
         self,
@@ -49,6 +55,7 @@ class RemoteStore(ByteStore):
         failure_threshold: int = 1,
         recovery_time: float = 1.0,
         max_recovery_time: float = 30.0,
+        clock: Callable[[], float] | None = None,
     ):
         self.timeout = timeout if timeout is not None else self.default_timeout
         if self.timeout <= 0:
@@ -57,7 +64,8 @@ class RemoteStore(ByteStore):
         self.admin_timeout = max(admin_timeout, self.deadline)
         self.breaker = CircuitBreaker(self.name, failure_threshold=failure_threshold,
                                       recovery_time=recovery_time,
-                                      max_recovery_time=max_recovery_time)
+                                      max_recovery_time=max_recovery_time,
+                                      **({"clock": clock} if clock is not None else {}))
         self._stats = StoreStats()
         self._prepared = False
         self._preparing: asyncio.Future[None] | None = None
@@ -126,13 +134,21 @@ class RemoteStore(ByteStore):
             raise BackendTimeout(f"{self.name}: no answer within {timeout or self.deadline:g}s"
                                  ) from None
         except Exception as exc:
-            self.breaker.failure(probe, exc, timeout=self._is_timeout(exc))
+            if self._answered_bad_argument(exc):
+                self.breaker.success(probe)  # the backend answered: it is up
+            else:
+                self.breaker.failure(probe, exc, timeout=self._is_timeout(exc))
             raise
         self.breaker.success(probe)
         return result
 
     def _is_timeout(self, exc: Exception) -> bool:
         """Whether a client library's own exception means "timed out"."""
+        return False
+
+    def _answered_bad_argument(self, exc: Exception) -> bool:
+        """Whether a client library's exception is the backend refusing this request's
+        arguments (it answered, so it is healthy) rather than the backend failing."""
         return False
 
     def _count(self, values: Sequence[Any]) -> None:
@@ -159,10 +175,19 @@ class RemoteStore(ByteStore):
         self._count(values)
         return values
 
+    def _check_ttl(self, ttl: float | None) -> None:
+        """Refuse, before the circuit breaker sees it, a TTL this backend cannot store."""
+        if ttl is not None and not (math.isfinite(ttl) and ttl <= self.max_ttl):
+            raise ValueError(f"ttl {ttl!r} is out of range for {self.name} "
+                             f"(at most {self.max_ttl:g} s)")
+
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        self._check_ttl(ttl)
         await self._guard(lambda: self._set(key, value, ttl))
 
     async def set_many(self, items: Sequence[Item]) -> None:
+        for _, _, ttl in items:
+            self._check_ttl(ttl)
         if items:
             await self._guard(lambda: self._set_many(list(items)))
 
