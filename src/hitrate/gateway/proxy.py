@@ -125,7 +125,7 @@ class CachingProxy:
             body = orjson.loads(raw_body)
         except orjson.JSONDecodeError as exc:
             raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from None
-        schemas.validate(kind.schema, body)
+        schemas.validate(kind.schema, body, raw_body)
         try:
             controls = parse_controls(body.pop("cache", None), headers.get("cache-control"))
         except ControlError as exc:

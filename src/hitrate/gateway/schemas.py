@@ -73,11 +73,14 @@ class EmbeddingRequest(_Strict):
     cache: dict[str, Any] | None = None
 
 
-def validate(schema: type[BaseModel], body: Any) -> None:
-    """Checks `body` against a kind's request schema; a 400 naming the parameter."""
+def validate(schema: type[BaseModel], body: Any, raw: bytes | None = None) -> None:
+    """Checks `body` against a kind's request schema; a 400 naming the parameter.
+    `raw` (the bytes `body` was parsed from) lets the nesting check be skipped when the
+    body has too few brackets to be that deep, which is nearly always."""
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object", code="invalid_json")
-    check_depth(body)
+    if raw is None or raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
+        check_depth(body)
     try:
         schema.model_validate(body)
     except ValidationError as exc:
