@@ -39,6 +39,8 @@ def test_semantic_hits_on_responses_and_messages(make_gateway, upstream):
                                                     input="How can I learn Python?",
                                                     instructions="Be brief.")
     assert raw.headers["x-hitrate-cache-kind"] == "semantic"
+    assert raw.headers["x-litellm-semantic-similarity"] == \
+        raw.headers["x-hitrate-semantic-similarity"]
     assert raw.parse().output_text == first.output_text
     # Other instructions are another scope: never a semantic candidate.
     other = client.responses.with_raw_response.create(model="gpt-test",

@@ -100,7 +100,10 @@ async def test_tls_rediss_url(servers, tmp_path):
     tls_port = free_port()
     servers.redis("--tls-port", str(tls_port), "--tls-cert-file", str(tmp_path / "cert.pem"),
                   "--tls-key-file", str(tmp_path / "key.pem"), "--tls-auth-clients", "no")
-    config = parse_config({"cache": {"type": "redis", "redis": {
+    # A generous operation timeout: a TLS handshake on a busy 2-core machine can take
+    # longer than the default 50 ms budget (connect: 200 ms), which is about failure
+    # detection, not about what this test checks.
+    config = parse_config({"cache": {"type": "redis", "circuit": {"timeout": 5}, "redis": {
         "url": f"rediss://127.0.0.1:{tls_port}/0", "ssl_ca_certs": str(tmp_path / "cert.pem")}}})
     store = build_store(config.cache)
     try:

@@ -191,7 +191,9 @@ class CachingProxy:
         headers = cache_headers("hit", entry.key, entry.age())
         headers["x-hitrate-cache-kind"] = "exact" if similarity is None else "semantic"
         if similarity is not None:
-            headers["x-hitrate-semantic-similarity"] = f"{min(1.0, max(0.0, similarity)):.4f}"
+            score = f"{min(1.0, max(0.0, similarity)):.4f}"
+            headers["x-hitrate-semantic-similarity"] = score
+            headers["x-litellm-semantic-similarity"] = score  # what LiteLLM clients read
         if streaming and plan.kind.replay is not None:
             chunks = plan.kind.replay(entry.response, body)
             return ProxyResponse(200, {**SSE_HEADERS, **headers}, stream=_aiter(chunks))

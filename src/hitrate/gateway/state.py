@@ -30,15 +30,17 @@ def build_router(config: Config, pools: dict[str, httpx.AsyncClient]) -> Router:
     """Deployments by public model name. Each upstream origin gets its own connection
     pool (kept in `pools`): a provider that hangs fills only its own."""
     deployments: dict[str, list[HttpUpstream]] = {}
+    gates: dict[str, asyncio.Semaphore] = {}
     for model in config.models:
-        origin = httpx.URL(model.api_base).copy_with(path="/", query=None, fragment=None)
-        pool = pools.get(str(origin))
+        origin = str(httpx.URL(model.api_base).copy_with(path="/", query=None, fragment=None))
+        pool = pools.get(origin)
         if pool is None:
-            pool = pools[str(origin)] = new_http_client(model.max_connections)
+            pool = pools[origin] = new_http_client(model.max_connections)
+            gates[origin] = asyncio.Semaphore(model.max_connections)
         deployments.setdefault(model.name, []).append(HttpUpstream(
             pool, model.api_base, dict(model.headers), model.model or model.name,
             model.timeout, model.api_version if model.provider == "azure" else None,
-            api_key=model.api_key))
+            api_key=model.api_key, gate=gates[origin]))
     return Router(deployments)
 
 

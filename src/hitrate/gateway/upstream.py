@@ -7,6 +7,7 @@ connections the others need.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -91,6 +92,28 @@ class HttpUpstream:
     azure_api_version: str | None = None
     query: str = ""
     api_key: str | None = None
+    # Calls in flight to this upstream's origin (shared by its deployments). Extra calls
+    # wait here, at O(1) each, rather than inside httpcore's pool, whose bookkeeping
+    # costs O(waiting x connections) per event and would stall the whole event loop
+    # when a provider hangs with hundreds of requests queued on it.
+    gate: asyncio.Semaphore | None = None
+
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        if self.gate is None:
+            yield
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.gate.acquire()
+        except TimeoutError:
+            raise APIError(504, f"upstream {self.base_url} timed out after {self.timeout:g}s "
+                           "(every connection to it busy)", "upstream_timeout",
+                           "upstream_timeout") from None
+        try:
+            yield
+        finally:
+            self.gate.release()
 
     def auth_headers(self, kind: EndpointKind) -> dict[str, str]:
         headers = dict(kind.default_headers)
@@ -155,11 +178,12 @@ class HttpUpstream:
     async def _send(self, method: str, url: str, content: bytes,
                     headers: dict[str, str]) -> UpstreamReply:
         started = time.perf_counter()
-        try:
-            response = await self.client.request(method, url, content=content, headers=headers,
-                                                 timeout=self._timeout())
-        except httpx.HTTPError as exc:
-            raise self._fail(exc) from None
+        async with self._slot():
+            try:
+                response = await self.client.request(method, url, content=content,
+                                                     headers=headers, timeout=self._timeout())
+            except httpx.HTTPError as exc:
+                raise self._fail(exc) from None
         return UpstreamReply(response.status_code, _pick_headers(response.headers),
                              response.content, (time.perf_counter() - started) * 1000)
 
@@ -174,21 +198,25 @@ class HttpUpstream:
         started = time.perf_counter()
         request = self.client.build_request("POST", url, content=content, headers=headers,
                                             timeout=self._timeout())
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise self._fail(exc) from None
-        try:
-            error_body = b""
-            if response.status_code != 200:
-                try:
-                    error_body = await response.aread()
-                except httpx.HTTPError as exc:
-                    raise self._fail(exc) from None
-            yield UpstreamStream(response.status_code, _pick_headers(response.headers),
-                                 response.aiter_raw(), started, error_body)
-        finally:
-            await response.aclose()
+        async with self._slot():  # held until the stream is closed
+            try:
+                response = await self.client.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise self._fail(exc) from None
+            try:
+                yield await self._opened(response, started)
+            finally:
+                await response.aclose()
+
+    async def _opened(self, response: httpx.Response, started: float) -> UpstreamStream:
+        error_body = b""
+        if response.status_code != 200:
+            try:
+                error_body = await response.aread()
+            except httpx.HTTPError as exc:
+                raise self._fail(exc) from None
+        return UpstreamStream(response.status_code, _pick_headers(response.headers),
+                              response.aiter_raw(), started, error_body)
 
 
 def _pick_headers(headers: httpx.Headers) -> dict[str, str]:
