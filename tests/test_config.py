@@ -102,7 +102,7 @@ def test_litellm_local_cache_and_no_cache():
     ({"models": [{"name": "x", "api_base": "ftp://x"}]}, "models[0].api_base"),
     ({"models": [{"api_base": "http://x"}]}, "models[0].name"),
     ({"server": {"port": "eighty"}}, "server.port"),
-    ({"model_list": [{"model_name": "x", "litellm_params": {"model": "anthropic/claude"}}]},
+    ({"model_list": [{"model_name": "x", "litellm_params": {"model": "bedrock/claude"}}]},
      "model_list[0].litellm_params.model"),
     ({"model_list": [{"litellm_params": {"model": "openai/x"}}]}, "model_list[0].model_name"),
     ({"model_list": [], "litellm_settings": {"cache": True, "cache_params": {"type": "s4"}}},
