@@ -81,8 +81,8 @@ def _node(value: Any) -> str:
 
 
 class RedisConfig(_Section):
-    """Unset connection fields fall back to REDIS_URL / REDIS_HOST / REDIS_PORT /
-    REDIS_PASSWORD / REDIS_USERNAME, then to 127.0.0.1:6379."""
+    """Unset connection fields fall back to REDIS_URL (then LiteLLM's LLM_REDIS_URL) /
+    REDIS_HOST / REDIS_PORT / REDIS_PASSWORD / REDIS_USERNAME, then to 127.0.0.1:6379."""
 
     url: str | None = None  # redis://[user:pass@]host:port/db; rediss:// for TLS
     host: str | None = None
@@ -176,6 +176,9 @@ class CacheConfig(_Section):
     disk_cache_dir: str = ".hitrate/cache"
     disk_max_size_mb: float = Field(default=4096, gt=0)
     coalesce: bool = True
+    # Endpoint kinds the cache serves (LiteLLM: supported_call_types); none = all of them.
+    supported_kinds: set[Literal["chat", "completion", "embedding", "responses", "messages"]
+                         ] | None = None
     semantic: SemanticConfig | None = None
     redis: RedisConfig = Field(default_factory=RedisConfig)
     s3: S3Config | None = None
