@@ -175,3 +175,7 @@ def test_config_ttl_is_range_checked():
 
     with pytest.raises(ConfigError, match=r"cache\.ttl"):
         parse_config({"cache": {"ttl": 1e16}})
+    with pytest.raises(ConfigError, match=r"kv\.remote_ttl"):
+        parse_config({"kv": {"remote_ttl": 1e308}})
+    with pytest.raises(ConfigError, match=r"cache\.tiered\.l1_ttl"):
+        parse_config({"cache": {"tiered": {"l1_ttl": 1e308}}})

@@ -140,7 +140,8 @@ class AzureBlobConfig(_Section):
 
 class TieredConfig(_Section):
     l2: SharedStoreType = "redis"
-    l1_ttl: float | None = Field(default=None, gt=0, description="seconds; default 60 with "
+    l1_ttl: float | None = Field(default=None, gt=0, le=MAX_SECONDS,
+                                 description="seconds; default 60 with "
                                  "Redis pub/sub invalidation, 5 without")
     l1_max_size_mb: float = Field(default=64, gt=0)
     invalidation: bool = True  # Redis pub/sub to every replica's L1 (Redis L2 only)
@@ -240,7 +241,8 @@ class KVConfig(_Section):
     disk_dir: str | None = None  # local disk tier (SQLite, a DiskStore); none = off
     disk_size_mb: float = Field(default=16384, gt=0)
     remote_url: str | None = None  # redis://host:port/db, rediss://..., s3://bucket/prefix
-    remote_ttl: float | None = Field(default=None, gt=0, description="seconds; none = no expiry")
+    remote_ttl: float | None = Field(default=None, gt=0, le=MAX_SECONDS,
+                                     description="seconds (at most 10 years); none = no expiry")
     remote_timeout: float = Field(default=10.0, gt=0, description="per remote operation (s)")
     # Reuse of cached segments at any position (hitrate.kv.blend, HuggingFace path).
     blend: bool = False
