@@ -41,7 +41,7 @@ def test_llm_redis_url_is_used_when_no_host_is_given(redis_db, upstream, monkeyp
     assert redis_cmd_db(redis_db.port, 5, "EXISTS", key) == "1"
 
 
-def test_redis_url_wins_over_llm_redis_url_and_a_host_wins_over_both(monkeypatch):
+def test_redis_url_wins_over_llm_redis_url_and_a_host_wins_over_both(monkeypatch, caplog):
     from hitrate.config import parse_config
     from hitrate.stores.redis import from_config
 
@@ -58,3 +58,8 @@ def test_redis_url_wins_over_llm_redis_url_and_a_host_wins_over_both(monkeypatch
     monkeypatch.delenv("REDIS_URL")
     assert target({}) == ("127.0.0.1", 2222)
     assert target({"redis": {"host": "10.0.0.9", "port": 3333}}) == ("10.0.0.9", 3333)
+    for name in ("LLM_REDIS_URL", "REDIS_HOST", "REDIS_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert not caplog.records
+    assert target({}) == ("127.0.0.1", 6379)  # the default, said out loud
+    assert "no server configured" in caplog.text

@@ -359,4 +359,8 @@ def from_config(redis: Any, mode: Mode, guard: dict[str, Any]) -> RedisStore:
     else:
         kwargs["host"] = redis.host or env.get("REDIS_HOST") or "127.0.0.1"
         kwargs["port"] = redis.port or int(env.get("REDIS_PORT") or 6379)
+        if not (redis.host or redis.port or env.get("REDIS_HOST") or env.get("REDIS_PORT")):
+            # Not an error (a local Redis is a fine default), but never a silent one.
+            log.warning("cache backend redis: no server configured (cache.redis, REDIS_URL, "
+                        "LLM_REDIS_URL, REDIS_HOST/REDIS_PORT); using 127.0.0.1:6379")
     return RedisStore(**kwargs, **guard)
