@@ -33,14 +33,14 @@ MB = 1024 * 1024
 def _gateway(config_path: str, port: int) -> None:
     from hitrate.config import load_config
     from hitrate.gateway.app import create_app
-    from hitrate.gateway.limits import BodyLimit
+    from hitrate.gateway.limits import BodyLimit, middleware
     from hitrate.serving import serve
 
     config = load_config(config_path)
     app = create_app(config)
     if not any(m.cls is BodyLimit for m in app.user_middleware):  # until create_app wires it
-        app = BodyLimit(app, int(config.server.max_request_body_mb * MB))  # type: ignore[assignment]
-    serve(app, "127.0.0.1", port)
+        app.user_middleware.insert(0, middleware(config.server))
+    serve(app, "127.0.0.1", port, config.server)
 
 
 def _upstream_app():

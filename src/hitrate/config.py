@@ -219,6 +219,8 @@ class ServerConfig(_Section):
     port: int = Field(default=4000, ge=0, le=65535)
     # Larger bodies get a 413 (gateway/limits.py); LiteLLM: general_settings.max_request_size_mb
     max_request_body_mb: float = Field(default=32.0, gt=0, le=4096)
+    body_timeout: float = Field(default=120.0, gt=0, description="s for a request body to "
+                                "arrive after its headers; then 408")
     # Slow clients (hitrate/http_protocol.py): headers must arrive within header_timeout s;
     # idle keep-alive connections close after keep_alive_timeout s; connections beyond
     # max_connections get a 503 and are closed.
