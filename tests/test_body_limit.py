@@ -21,6 +21,7 @@ from hitrate.config import parse_config
 from hitrate.gateway.app import create_app
 from hitrate.gateway.limits import MB, BodyLimit, middleware
 from hitrate.serving import BackgroundServer
+from tests import serve_process
 
 CHAT = "/v1/chat/completions"
 LIMIT_MB = 1
@@ -177,3 +178,15 @@ def test_a_response_streamed_for_longer_than_the_body_timeout_is_not_cut():
         response = httpx.post(server.url + "/s", content=b"x" * 100, timeout=DEADLINE)
     assert response.status_code == 200
     assert response.text == "".join(f"chunk {i}\n" for i in range(4))
+
+
+def test_hitrate_serve_enforces_the_configured_limit(tmp_path, upstream):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"models: [{{name: gpt-test, api_base: '{upstream.api_base}'}}]\n"
+                      "server: {max_request_body_mb: 1}\n")
+    with serve_process.serve(config) as url:
+        _assert_413(httpx.post(url + CHAT, content=_body(2 * MB), timeout=DEADLINE))
+        ok = httpx.post(url + CHAT, content=_body(MB - 10), timeout=DEADLINE,
+                        headers={"content-type": "application/json"})
+        assert ok.status_code == 200
+    assert upstream.calls() == 1

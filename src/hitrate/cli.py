@@ -46,9 +46,19 @@ def serve(
     cache = f"{cfg.cache.type}" if cfg.cache.enabled else "off"
     typer.echo(f"hitrate gateway on http://{bind_host}:{bind_port}  cache={cache}  models={models}")
     try:
-        run(create_app(cfg), bind_host, bind_port, cfg.server)
+        run(_with_limits(create_app(cfg), cfg), bind_host, bind_port, cfg.server)
     except OSError as exc:
         _fail(f"cannot listen on {bind_host}:{bind_port}: {exc.strerror or exc}")
+
+
+def _with_limits(gateway: Any, cfg: Any) -> Any:
+    """The request body limits (gateway/limits.py) around the app, unless create_app
+    already installed them."""
+    from hitrate.gateway.limits import BodyLimit, middleware
+
+    if not any(m.cls is BodyLimit for m in gateway.user_middleware):
+        gateway.user_middleware.insert(0, middleware(cfg.server))
+    return gateway
 
 
 @app.command()
