@@ -3,8 +3,8 @@ concurrent oversized ones (which the body limit refuses: gateway/limits.py).
 
 Prints one JSON line. Usage: python benchmarks/body_limit.py [--limit-mb 32] [--clients 10]
 
-Processes: the gateway (`python benchmarks/body_limit.py _gateway CONFIG PORT`, what
-`hitrate serve` runs: uvicorn + create_app, with the default in-memory cache); a minimal
+Processes: the gateway (`python -m hitrate.cli serve --config TMP.yaml`, with the default
+in-memory cache); a minimal
 upstream in this process that reads each body and answers a short completion (so the
 numbers are the gateway's, not an echo of the prompt). RSS is sampled from
 /proc/PID/status every 10 ms; `peak_rss_mb` is the largest sample of each phase.
@@ -28,19 +28,6 @@ import httpx
 import yaml
 
 MB = 1024 * 1024
-
-
-def _gateway(config_path: str, port: int) -> None:
-    from hitrate.config import load_config
-    from hitrate.gateway.app import create_app
-    from hitrate.gateway.limits import BodyLimit
-    from hitrate.serving import serve
-
-    config = load_config(config_path)
-    app = create_app(config)
-    if not any(m.cls is BodyLimit for m in app.user_middleware):  # until create_app wires it
-        app = BodyLimit(app, int(config.server.max_request_body_mb * MB))  # type: ignore[assignment]
-    serve(app, "127.0.0.1", port)
 
 
 def _upstream_app():
@@ -99,12 +86,15 @@ def _body(size: int, tag: int) -> bytes:
 
 def _phase(url: str, pid: int, clients: int, make) -> dict:
     statuses: list[int | str] = []
+    errors: list[str] = []
 
     def one(i: int) -> None:
         try:
             response = httpx.post(url + "/v1/chat/completions", content=make(i), timeout=300,
                                   headers={"content-type": "application/json"})
             statuses.append(response.status_code)
+            if response.status_code not in (200, 413):
+                errors.append(response.text[:300])
         except httpx.HTTPError as exc:
             statuses.append(type(exc).__name__)
 
@@ -118,7 +108,7 @@ def _phase(url: str, pid: int, clients: int, make) -> dict:
             t.join()
     return {"rss_before_mb": round(before, 1), "peak_rss_mb": round(sampler.peak, 1),
             "rss_after_mb": round(_rss_mb(pid), 1), "seconds": round(time.perf_counter() - started, 2),
-            "statuses": sorted(map(str, statuses))}
+            "statuses": sorted(map(str, statuses)), "errors": errors}
 
 
 def main() -> None:
@@ -137,8 +127,10 @@ def main() -> None:
             "models": [{"name": "m", "api_base": upstream.url + "/v1"}],
             "server": {"max_request_body_mb": args.limit_mb}}))
         port = _free_port()
-        proc = subprocess.Popen([sys.executable, __file__, "_gateway", str(config), str(port)],
-                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        proc = subprocess.Popen([sys.executable, "-m", "hitrate.cli", "serve", "--config",
+                                 str(config), "--port", str(port)],
+                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                                stdout=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60
@@ -175,7 +167,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_gateway":
-        _gateway(sys.argv[2], int(sys.argv[3]))
-    else:
-        main()
+    main()

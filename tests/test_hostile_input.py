@@ -175,3 +175,25 @@ def test_config_ttl_is_range_checked():
 
     with pytest.raises(ConfigError, match=r"cache\.ttl"):
         parse_config({"cache": {"ttl": 1e16}})
+    with pytest.raises(ConfigError, match=r"kv\.remote_ttl"):
+        parse_config({"kv": {"remote_ttl": 1e308}})
+    with pytest.raises(ConfigError, match=r"cache\.tiered\.l1_ttl"):
+        parse_config({"cache": {"tiered": {"l1_ttl": 1e308}}})
+
+
+@pytest.mark.parametrize("namespace", ["user:12345", "a/b%#?"])
+def test_cli_flushes_a_namespace_with_url_special_characters(make_gateway, upstream, namespace):
+    import subprocess
+    import sys
+
+    gw = make_gateway(master_key="sk-master")
+    admin = {"authorization": "Bearer sk-master"}
+    assert _chat(gw, "q", namespace, **admin).headers["x-hitrate-cache"] == "miss"
+    assert _chat(gw, "q", "user", **admin).headers["x-hitrate-cache"] == "miss"
+    result = subprocess.run([sys.executable, "-m", "hitrate.cli", "flush", "--url", gw.url,
+                             "--key", "sk-master", "--yes", "--namespace", namespace],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "deleted 1 entries" in result.stdout
+    assert _chat(gw, "q", namespace, **admin).headers["x-hitrate-cache"] == "miss"
+    assert _chat(gw, "q", "user", **admin).headers["x-hitrate-cache"] == "hit"

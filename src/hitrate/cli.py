@@ -182,7 +182,9 @@ def flush(url: UrlOption = None, key: KeyOption = None, config: ConfigOption = N
     what = f"namespace {namespace!r}" if namespace else "every hitrate entry"
     if not yes and not typer.confirm(f"Delete {what} from the cache at {base}?"):
         raise typer.Exit(1)
-    path = f"/cache/namespaces/{namespace}" if namespace else "/cache/flush"
+    from urllib.parse import quote
+
+    path = f"/cache/namespaces/{quote(namespace, safe='')}" if namespace else "/cache/flush"
     payload = _admin_call("DELETE" if namespace else "POST", base, secret, path)
     typer.echo(f"deleted {payload['deleted']} entries ({what})")
 

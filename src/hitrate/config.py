@@ -83,8 +83,8 @@ def _node(value: Any) -> str:
 
 
 class RedisConfig(_Section):
-    """Unset connection fields fall back to REDIS_URL / REDIS_HOST / REDIS_PORT /
-    REDIS_PASSWORD / REDIS_USERNAME, then to 127.0.0.1:6379."""
+    """Unset connection fields fall back to REDIS_URL (then LiteLLM's LLM_REDIS_URL) /
+    REDIS_HOST / REDIS_PORT / REDIS_PASSWORD / REDIS_USERNAME, then to 127.0.0.1:6379."""
 
     url: str | None = None  # redis://[user:pass@]host:port/db; rediss:// for TLS
     host: str | None = None
@@ -142,7 +142,8 @@ class AzureBlobConfig(_Section):
 
 class TieredConfig(_Section):
     l2: SharedStoreType = "redis"
-    l1_ttl: float | None = Field(default=None, gt=0, description="seconds; default 60 with "
+    l1_ttl: float | None = Field(default=None, gt=0, le=MAX_SECONDS,
+                                 description="seconds; default 60 with "
                                  "Redis pub/sub invalidation, 5 without")
     l1_max_size_mb: float = Field(default=64, gt=0)
     invalidation: bool = True  # Redis pub/sub to every replica's L1 (Redis L2 only)
@@ -178,6 +179,8 @@ class CacheConfig(_Section):
     disk_cache_dir: str = ".hitrate/cache"
     disk_max_size_mb: float = Field(default=4096, gt=0)
     coalesce: bool = True
+    # Endpoint kinds the cache serves (LiteLLM: supported_call_types); none = all of them.
+    supported_kinds: set[str] | None = None
     semantic: SemanticConfig | None = None
     redis: RedisConfig = Field(default_factory=RedisConfig)
     s3: S3Config | None = None
@@ -185,6 +188,17 @@ class CacheConfig(_Section):
     azure_blob: AzureBlobConfig | None = None
     tiered: TieredConfig = Field(default_factory=TieredConfig)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+
+    @field_validator("supported_kinds")
+    @classmethod
+    def _known_kinds(cls, value: set[str] | None) -> set[str] | None:
+        from hitrate import kinds
+
+        unknown = sorted(set(value or ()) - set(kinds.table()))
+        if unknown:
+            raise ValueError(f"unknown endpoint kind {unknown[0]!r} (known: "
+                             f"{', '.join(kinds.table())})")
+        return value
 
     @model_validator(mode="after")
     def _backend_section(self) -> CacheConfig:
@@ -217,6 +231,8 @@ class ServerConfig(_Section):
     port: int = Field(default=4000, ge=0, le=65535)
     # Larger bodies get a 413 (gateway/limits.py); LiteLLM: general_settings.max_request_size_mb
     max_request_body_mb: float = Field(default=32.0, gt=0, le=4096)
+    body_timeout: float = Field(default=120.0, gt=0, description="s for a request body to "
+                                "arrive after its headers; then 408")
     # Slow clients (hitrate/http_protocol.py): headers must arrive within header_timeout s;
     # idle keep-alive connections close after keep_alive_timeout s; connections beyond
     # max_connections get a 503 and are closed.
@@ -239,7 +255,8 @@ class KVConfig(_Section):
     disk_dir: str | None = None  # local disk tier (SQLite, a DiskStore); none = off
     disk_size_mb: float = Field(default=16384, gt=0)
     remote_url: str | None = None  # redis://host:port/db, rediss://..., s3://bucket/prefix
-    remote_ttl: float | None = Field(default=None, gt=0, description="seconds; none = no expiry")
+    remote_ttl: float | None = Field(default=None, gt=0, le=MAX_SECONDS,
+                                     description="seconds (at most 10 years); none = no expiry")
     remote_timeout: float = Field(default=10.0, gt=0, description="per remote operation (s)")
     # Reuse of cached segments at any position (hitrate.kv.blend, HuggingFace path).
     blend: bool = False

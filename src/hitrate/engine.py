@@ -30,6 +30,7 @@ from hitrate.costs.savings import Savings
 from hitrate.entry import CorruptEntry, Entry, decode, encode
 from hitrate.metrics import LOOKUP_BUCKETS, Histogram
 from hitrate.stores.base import ByteStore
+from hitrate.stores.episodes import FailureEpisodes
 
 if TYPE_CHECKING:
     from hitrate.costs.prices import PriceMap
@@ -195,6 +196,7 @@ class ResponseCache:
         prices: PriceMap | None = None,
         shared_namespaces: Iterable[str] = (),
         semantic: SemanticLayer | None = None,
+        kinds: Iterable[str] | None = None,
     ):
         if not keys.valid_namespace(namespace):
             raise ValueError(f"invalid namespace {namespace!r}")
@@ -212,13 +214,17 @@ class ResponseCache:
             self.stats.savings.prices = prices
         self.shared_namespaces = frozenset(shared_namespaces)
         self.semantic = semantic
+        # Endpoint kinds this cache serves (None: all); the others always bypass it.
+        self.kinds = None if kinds is None else frozenset(kinds)
         self._semantic_failing = False
         self._inflight: dict[str, Flight] = {}
-        self._backend_failing = False
+        self._episodes = FailureEpisodes(store.name, log)
 
     # -- planning ----------------------------------------------------------------
 
-    def enabled_for(self, controls: Controls) -> bool:
+    def enabled_for(self, controls: Controls, kind: EndpointKind | None = None) -> bool:
+        if kind is not None and self.kinds is not None and kind.name not in self.kinds:
+            return False
         return controls.enabled(self.mode)
 
     def plan(
@@ -270,19 +276,14 @@ class ResponseCache:
     def _backend_error(self, op: str, exc: BaseException) -> None:
         self.stats.backend_errors += 1
         self.stats.backend_errors_by_op[op] += 1
-        if not self._backend_failing:
-            self._backend_failing = True
-            log.warning("cache backend %s failing (%s: %s); serving misses", self.store.name,
-                        op, exc)
+        self._episodes.failed(op, exc)  # logged once per episode, reads and writes apart
 
-    def _backend_ok(self) -> None:
-        if self._backend_failing:
-            self._backend_failing = False
-            log.warning("cache backend %s recovered", self.store.name)
+    def _backend_ok(self, op: str) -> None:
+        self._episodes.succeeded(op)
 
     @property
     def backend_failing(self) -> bool:
-        return self._backend_failing
+        return self._episodes.failing
 
     def _valid(self, plan: Plan, raw: bytes | None, now: float) -> Entry | None:
         if raw is None:
@@ -329,7 +330,7 @@ class ResponseCache:
             self._backend_error("get", exc)
             return None
         self.stats.lookup_seconds.observe(time.perf_counter() - started)
-        self._backend_ok()
+        self._backend_ok("get")
         return self._valid(plan, raw, time.time())
 
     async def get_many(self, plans: Sequence[Plan]) -> list[Entry | None]:
@@ -342,7 +343,7 @@ class ResponseCache:
             self._backend_error("get_many", exc)
             return [None] * len(plans)
         self.stats.lookup_seconds.observe(time.perf_counter() - started)
-        self._backend_ok()
+        self._backend_ok("get_many")
         now = time.time()
         return [self._valid(p, raw, now) for p, raw in zip(plans, raws, strict=True)]
 
@@ -377,7 +378,7 @@ class ResponseCache:
         except Exception as exc:
             self._backend_error("set", exc)
             return False
-        self._backend_ok()
+        self._backend_ok("set")
         self.stats.stores += 1
         if plan.semantic_text is not None:
             if plan.vector is not None:
@@ -395,7 +396,7 @@ class ResponseCache:
         except Exception as exc:
             self._backend_error("set_many", exc)
             return 0
-        self._backend_ok()
+        self._backend_ok("set_many")
         self.stats.stores += len(items)
         return len(items)
 

@@ -25,7 +25,17 @@ _CACHE_TYPES = {"local": "memory", "memory": "memory", "in-memory": "memory", "d
 _CACHE_PARAMS = {"ttl", "namespace", "mode", "disk_cache_dir", "max_cache_size_mb",
                  "max_entries", "type"}
 _IGNORED_CACHE_PARAMS = {"supported_call_types", "default_in_redis_ttl", "redis_flush_size",
-                         "default_in_memory_ttl"}
+                         "default_in_memory_ttl"}  # (supported_call_types: converted apart)
+# LiteLLM call types -> hitrate endpoint kinds (`cache.supported_kinds`).
+_CALL_TYPES = {"completion": "chat", "acompletion": "chat",
+               "text_completion": "completion", "atext_completion": "completion",
+               "embedding": "embedding", "aembedding": "embedding",
+               "responses": "responses", "aresponses": "responses",
+               "anthropic_messages": "messages"}
+# Call types LiteLLM can cache that hitrate has no endpoint for: ignored, with a warning.
+_UNCACHED_CALL_TYPES = {"transcription", "atranscription", "rerank", "arerank", "speech",
+                        "aspeech", "image_generation", "aimage_generation", "moderation",
+                        "amoderation"}
 # Shared backends: LiteLLM cache_params name -> (native section, field). Only the section
 # of the chosen type is used; `socket_timeout` is the per-operation timeout of any of them.
 _BACKEND_PARAMS = {
@@ -128,6 +138,8 @@ def _convert_cache(settings: dict[str, Any]) -> dict[str, Any]:
         if params.get(name) is not None:
             out[name] = params[name]
     _convert_backend(params, out)
+    if params.get("supported_call_types") is not None:
+        out["supported_kinds"] = _supported_kinds(params["supported_call_types"])
     if semantic is not None:
         out["semantic"] = semantic
     ignored = (set(params) - _CACHE_PARAMS - _IGNORED_CACHE_PARAMS - set(_BACKEND_PARAMS)
@@ -136,6 +148,24 @@ def _convert_cache(settings: dict[str, Any]) -> dict[str, Any]:
         log.warning("ignoring LiteLLM cache_params with no effect here: %s",
                     ", ".join(sorted(ignored)))
     return out
+
+
+def _supported_kinds(call_types: Any) -> list[str]:
+    from hitrate.config import ConfigError
+
+    field = "litellm_settings.cache_params.supported_call_types"
+    if not isinstance(call_types, list) or not all(isinstance(c, str) for c in call_types):
+        raise ConfigError(f"{field}: must be a list of call types, e.g. [acompletion, aembedding]")
+    kinds: list[str] = []
+    for call_type in call_types:
+        if call_type in _UNCACHED_CALL_TYPES:
+            log.warning("%s: %s is not an endpoint hitrate caches; ignored", field, call_type)
+        elif call_type not in _CALL_TYPES:
+            raise ConfigError(f"{field}: unknown call type {call_type!r} (known: "
+                              f"{', '.join(sorted(_CALL_TYPES))})")
+        elif _CALL_TYPES[call_type] not in kinds:
+            kinds.append(_CALL_TYPES[call_type])
+    return kinds
 
 
 # LiteLLM semantic cache types -> where the answers live (the vectors go to the index).
@@ -178,8 +208,35 @@ def _convert_semantic(params: dict[str, Any]) -> dict[str, Any]:
             options["api_key"] = params["qdrant_api_key"]
         if params.get("qdrant_collection_name"):
             options["collection"] = params["qdrant_collection_name"]
+        quantization = _qdrant_quantization(params.get("qdrant_quantization_config"))
+        if quantization is not None:
+            options["quantization_config"] = quantization
         out.update(index="qdrant", index_options=options)
     return out
+
+
+_QUANTIZATIONS = ("binary", "scalar", "product")
+
+
+def _qdrant_quantization(value: Any) -> str | None:
+    """LiteLLM's `qdrant_quantization_config`, validated; passed to the Qdrant index when
+    it takes one (never dropped silently)."""
+    from hitrate.config import ConfigError
+
+    if value is None:
+        return None
+    if value not in _QUANTIZATIONS:
+        raise ConfigError(f"litellm_settings.cache_params.qdrant_quantization_config: "
+                          f"{value!r} is not one of {', '.join(_QUANTIZATIONS)}")
+    import inspect
+
+    from hitrate.semantic.qdrant_index import QdrantIndex
+
+    if "quantization_config" not in inspect.signature(QdrantIndex.__init__).parameters:
+        log.warning("litellm_settings.cache_params.qdrant_quantization_config: this version's "
+                    "Qdrant index cannot quantize; the collection is created unquantized")
+        return None
+    return value
 
 
 def _convert_backend(params: dict[str, Any], out: dict[str, Any]) -> None:

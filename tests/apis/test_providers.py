@@ -95,3 +95,28 @@ def test_anthropic_model_serves_both_apis(make_gateway, upstream):
         model="claude", messages=[{"role": "user", "content": "hi"}])
     assert chat.choices[0].message.content.startswith("Answer #")
     assert upstream.calls("chat") == 1
+
+
+def test_supported_kinds_limit_what_is_cached(make_gateway, upstream):
+    """LiteLLM's `supported_call_types: [acompletion]`: chat is cached, embeddings and
+    Responses calls go straight upstream (bypass)."""
+    config = parse_config({"model_list": [{"model_name": "gpt-test", "litellm_params": {
+        "model": "openai/sim-model", "api_base": upstream.api_base, "api_key": "k"}}],
+        "litellm_settings": {"cache": True, "cache_params": {
+            "type": "local", "supported_call_types": ["acompletion", "completion"]}}})
+    assert config.cache.supported_kinds == {"chat"}
+    gateway = make_gateway(models=[m.model_dump() for m in config.models],
+                           cache=config.cache.model_dump(exclude_unset=True))
+    client = gateway.client()
+    for _ in range(2):
+        client.chat.completions.create(model="gpt-test",
+                                       messages=[{"role": "user", "content": "cached"}])
+        raw = client.embeddings.with_raw_response.create(model="gpt-test", input="not cached")
+        assert raw.headers["x-hitrate-cache"] == "bypass"
+    assert upstream.calls("chat") == 1 and upstream.calls("embedding") == 2
+
+
+def test_an_unknown_kind_fails_at_startup():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"cache": {"supported_kinds": ["chat", "speech"]}})
+    assert "speech" in str(caught.value) and "\n" not in str(caught.value)

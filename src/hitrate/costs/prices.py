@@ -19,7 +19,7 @@ import re
 import threading
 from dataclasses import asdict, dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, overload
 
 SCHEMA = "hitrate.prices/1"
 # A single token costing more than this is a typo (per-1M prices written per token).
@@ -174,21 +174,45 @@ _registered: dict[str, ModelPrice] = {}
 _generation = [0]
 
 
+@overload
+def register_model(model: dict[str, Any]) -> dict[str, ModelPrice]: ...
+
+
+@overload
+def register_model(model: str, *, input_cost_per_token: float, output_cost_per_token: float,
+                   cached_input_cost_per_token: float | None = None,
+                   max_input_tokens: int | None = None, max_output_tokens: int | None = None,
+                   provider: str | None = None) -> ModelPrice: ...
+
+
 def register_model(
-    model: str,
+    model: str | dict[str, Any],
     *,
-    input_cost_per_token: float,
-    output_cost_per_token: float,
+    input_cost_per_token: float | None = None,
+    output_cost_per_token: float | None = None,
     cached_input_cost_per_token: float | None = None,
     max_input_tokens: int | None = None,
     max_output_tokens: int | None = None,
     provider: str | None = None,
-) -> ModelPrice:
+) -> ModelPrice | dict[str, ModelPrice]:
     """Add or override a model's prices for this process (USD per token).
 
         hitrate.costs.register_model("my-finetune", input_cost_per_token=3e-6,
                                      output_cost_per_token=1.2e-5)
+
+    or, as LiteLLM documents `litellm.register_model`, a dict of model name -> LiteLLM
+    price-map entry (returns the registered prices by name):
+
+        hitrate.costs.register_model({"my-finetune": {"input_cost_per_token": 3e-6,
+            "output_cost_per_token": 1.2e-5, "max_tokens": 8192, "litellm_provider": "openai"}})
     """
+    if isinstance(model, dict):
+        if input_cost_per_token is not None or output_cost_per_token is not None:
+            raise TypeError("register_model(dict) takes the prices inside the dict only")
+        return _register_many(model)
+    if input_cost_per_token is None or output_cost_per_token is None:
+        raise TypeError("register_model(name, ...) needs input_cost_per_token and "
+                        "output_cost_per_token")
     entry = {"input_cost_per_token": input_cost_per_token,
              "output_cost_per_token": output_cost_per_token,
              "cached_input_cost_per_token": cached_input_cost_per_token,
@@ -199,6 +223,23 @@ def register_model(
     _registered[model] = price
     _generation[0] += 1
     return price
+
+
+def _register_many(models: dict[str, Any]) -> dict[str, ModelPrice]:
+    """All or nothing: a malformed entry registers none of them."""
+    parsed: dict[str, ModelPrice] = {}
+    for name, entry in models.items():
+        try:
+            price = parse_entry(name, entry)
+        except ValueError as exc:
+            raise ValueError(f"register_model: {name}: {exc}") from None
+        if price is None:
+            raise ValueError(f"register_model: {name}: no input_cost_per_token or "
+                             "output_cost_per_token")
+        parsed[name] = price
+    _registered.update(parsed)
+    _generation[0] += 1
+    return parsed
 
 
 def unregister_model(model: str) -> None:

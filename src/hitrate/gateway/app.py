@@ -9,13 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from hitrate.config import Config
 from hitrate.engine import ResponseCache
-from hitrate.gateway import admin, dashboard, routes
-from hitrate.gateway.limits import MB, BodyLimit
+from hitrate.gateway import admin, dashboard, limits, routes
 from hitrate.gateway.state import GatewayState, build_cache, build_prices, build_router
 
 __all__ = ["build_cache", "build_prices", "build_router", "create_app"]
@@ -41,8 +39,7 @@ def create_app(config: Config, cache: ResponseCache | None = None) -> Starlette:
     if config.metrics.enabled:
         table.append(Route("/metrics", routes.metrics, methods=["GET"]))
     table += admin.admin_routes()
-    body_limit = Middleware(BodyLimit, max_bytes=int(config.server.max_request_body_mb * MB))
-    app = Starlette(routes=table, lifespan=lifespan, middleware=[body_limit],
+    app = Starlette(routes=table, lifespan=lifespan, middleware=[limits.middleware(config.server)],
                     exception_handlers={404: routes.not_found, 405: routes.method_not_allowed})
     app.state.gateway = state
     return app

@@ -1,23 +1,38 @@
-"""Request body size limit, as a pure ASGI middleware.
+"""Request body limits - size and time - as a pure ASGI middleware.
 
 A body larger than `max_bytes` is refused with an OpenAI-shaped 413 without being held
 in memory: a `Content-Length` over the limit is refused before anything is read, and a
 body without one (chunked) is counted while it streams in and cut off at the limit.
-Bodies under the limit pass through untouched, chunk by chunk.
+A body that has not fully arrived `body_timeout` seconds after the request's headers
+(a client dripping it a byte at a time) gets a 408. Bodies within both limits pass
+through untouched, chunk by chunk; once a body is complete nothing is timed (a long
+streamed response keeps listening for the client's disconnect).
 """
 
 from __future__ import annotations
 
+import asyncio
+from typing import TYPE_CHECKING
+
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hitrate.errors import APIError
 
+if TYPE_CHECKING:
+    from hitrate.config import ServerConfig
+
 MB = 1024 * 1024
 DEFAULT_MAX_BODY_MB = 32.0  # a 1M-token prompt is ~4 MB of JSON; images ride as URLs
+DEFAULT_BODY_TIMEOUT = 120.0  # 32 MB at 2 Mbit/s takes about as long
 
 
-class _TooLarge(Exception):
-    """Raised from `receive` once the body passes the limit; unwinds the app."""
+class _Refused(Exception):
+    """Raised from `receive` once the body breaks a limit; unwinds the app."""
+
+    def __init__(self, error: APIError):
+        super().__init__(error.status)
+        self.error = error
 
 
 def _too_large(max_bytes: int) -> APIError:
@@ -26,14 +41,27 @@ def _too_large(max_bytes: int) -> APIError:
                     "request_too_large")
 
 
-class BodyLimit:
-    """Wrap an ASGI app: `BodyLimit(app, max_bytes)`."""
+def _too_slow(seconds: float) -> APIError:
+    return APIError(408, f"request body did not arrive within {seconds:g} s "
+                    "(server.body_timeout)", "invalid_request_error", "request_timeout")
 
-    def __init__(self, app: ASGIApp, max_bytes: int = int(DEFAULT_MAX_BODY_MB * MB)):
-        if max_bytes <= 0:
-            raise ValueError("max_bytes must be positive")
+
+def middleware(server: ServerConfig) -> Middleware:
+    """The limits of a `ServerConfig`, for `Starlette(middleware=[...])`."""
+    return Middleware(BodyLimit, max_bytes=int(server.max_request_body_mb * MB),
+                      body_timeout=server.body_timeout)
+
+
+class BodyLimit:
+    """Wrap an ASGI app: `BodyLimit(app, max_bytes, body_timeout=...)`."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = int(DEFAULT_MAX_BODY_MB * MB),
+                 body_timeout: float = DEFAULT_BODY_TIMEOUT):
+        if max_bytes <= 0 or body_timeout <= 0:
+            raise ValueError("max_bytes and body_timeout must be positive")
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,43 +69,54 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(send, _too_large(self.max_bytes))
             return
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
         received = 0
-        refused = False
+        body_done = False
+        refused: APIError | None = None
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal received, refused
-            message = await receive()
+            nonlocal received, body_done, refused
+            if body_done:
+                return await receive()  # e.g. a streaming response waiting for disconnect
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                refused = _too_slow(self.body_timeout)
+                raise _Refused(refused) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    refused = True
-                    raise _TooLarge
+                    refused = _too_large(self.max_bytes)
+                    raise _Refused(refused)
+                body_done = not message.get("more_body", False)
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if refused:
-                return  # the app's reaction to _TooLarge (a 500 page): replaced by our 413
+            if refused is not None:
+                return  # the app's reaction to _Refused (a 500 page): replaced by ours
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
-        except _TooLarge:
+        except _Refused:
             pass
         except Exception:
-            if not refused:
+            if refused is None:
                 raise
-        if refused and not started:
-            await self._refuse(send)
+        if refused is not None and not started:
+            await self._refuse(send, refused)
 
-    async def _refuse(self, send: Send) -> None:
-        body = _too_large(self.max_bytes).body_bytes()
+    @staticmethod
+    async def _refuse(send: Send, error: APIError) -> None:
+        body = error.body_bytes()
         # Close the connection: the rest of the body is still on the wire, unread.
-        await send({"type": "http.response.start", "status": 413,
+        await send({"type": "http.response.start", "status": error.status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})

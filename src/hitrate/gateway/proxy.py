@@ -173,7 +173,7 @@ class CachingProxy:
         streaming = body.get("stream") is True and kind.streams()
         cache = self.cache
         pending: Pending | None = None
-        if cache is None or not cache.enabled_for(controls):
+        if cache is None or not cache.enabled_for(controls, kind):
             headers = cache_headers("bypass")
         else:
             plan = cache.plan(kind, body, controls, scope=scope, headers=forwarded)
@@ -281,7 +281,7 @@ class CachingProxy:
     async def _batched(self, kind: EndpointKind, body: dict[str, Any], controls: Controls,
                        upstream: Upstream, scope: str) -> ProxyResponse:
         cache = self.cache
-        if cache is None or not cache.enabled_for(controls):
+        if cache is None or not cache.enabled_for(controls, kind):
             return await self._fetch(kind, body, upstream, cache_headers("bypass"), None)
         items, single = _split_input(body["input"])
         batch = await cache.lookup_batch(kind, body, "input", items, controls, scope=scope)

@@ -69,7 +69,8 @@ def build_cache(config: Config, prices: PriceMap | None = None,
         semantic = build_semantic(settings, router.resolve if router else None)
     return ResponseCache(build_store(c), ttl=c.ttl, namespace=c.namespace, mode=c.mode,
                          coalesce=c.coalesce, prices=prices,
-                         shared_namespaces=config.shared_namespaces, semantic=semantic)
+                         shared_namespaces=config.shared_namespaces, semantic=semantic,
+                         kinds=c.supported_kinds)
 
 
 @dataclass

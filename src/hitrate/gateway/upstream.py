@@ -68,8 +68,10 @@ def new_http_client(max_connections: int = 512) -> httpx.AsyncClient:
     # Timeouts are per request (from the deployment).
     return httpx.AsyncClient(
         cookies=CookieJar(policy=_NoCookies()),
+        # Keep-alive expiry under uvicorn's (and most servers') 5 s idle timeout, so we
+        # never send on a connection the upstream is closing (a spurious 502).
         limits=httpx.Limits(max_connections=max_connections,
-                            max_keepalive_connections=max_connections),
+                            max_keepalive_connections=max_connections, keepalive_expiry=4.0),
         timeout=httpx.Timeout(600.0, connect=10.0),
         follow_redirects=False,
     )

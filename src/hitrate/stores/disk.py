@@ -157,14 +157,14 @@ class DiskStore(ByteStore):
             what = f"{type(exc).__name__}: {exc}"
         failure = f"disk store {self.path}: cannot write: {what}"
         if self._failure is None:
-            log.warning("%s; answers are not stored until writes work again", failure)
+            log.debug("%s; answers are not stored until writes work again", failure)
         self._failure = failure
         raise DiskStoreError(failure) from None
 
     def _write_ok(self) -> None:
         if self._failure is not None:
             self._failure = None
-            log.warning("disk store %s: writes recovered", self.path)
+            log.debug("disk store %s: writes recovered", self.path)
 
     def _purge_expired(self, now: float) -> None:
         assert self._db is not None

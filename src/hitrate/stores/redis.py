@@ -340,8 +340,8 @@ async def _quietly_close(pubsub: Any, client: Any) -> None:
 
 def from_config(redis: Any, mode: Mode, guard: dict[str, Any]) -> RedisStore:
     """A store for a `RedisConfig`; unset connection fields fall back to the environment
-    variables LiteLLM and Shannon users already set (REDIS_URL, REDIS_HOST, REDIS_PORT,
-    REDIS_PASSWORD, REDIS_USERNAME), then to localhost:6379."""
+    variables LiteLLM and Shannon users already set (REDIS_URL, then LiteLLM's LLM_REDIS_URL,
+    REDIS_HOST, REDIS_PORT, REDIS_PASSWORD, REDIS_USERNAME), then to localhost:6379."""
     env = os.environ
     kwargs: dict[str, Any] = {
         "mode": mode, "db": redis.db, "ssl": redis.ssl, "ssl_ca_certs": redis.ssl_ca_certs,
@@ -354,9 +354,13 @@ def from_config(redis: Any, mode: Mode, guard: dict[str, Any]) -> RedisStore:
     elif mode == "sentinel":
         kwargs.update(sentinel_nodes=parse_nodes(redis.sentinel_nodes, "cache.redis.sentinel_nodes"),
                       service_name=redis.service_name, sentinel_password=redis.sentinel_password)
-    elif redis.url or (not redis.host and env.get("REDIS_URL")):
-        kwargs["url"] = redis.url or env["REDIS_URL"]
+    elif redis.url or (not redis.host and (env.get("REDIS_URL") or env.get("LLM_REDIS_URL"))):
+        kwargs["url"] = redis.url or env.get("REDIS_URL") or env["LLM_REDIS_URL"]
     else:
         kwargs["host"] = redis.host or env.get("REDIS_HOST") or "127.0.0.1"
         kwargs["port"] = redis.port or int(env.get("REDIS_PORT") or 6379)
+        if not (redis.host or redis.port or env.get("REDIS_HOST") or env.get("REDIS_PORT")):
+            # Not an error (a local Redis is a fine default), but never a silent one.
+            log.warning("cache backend redis: no server configured (cache.redis, REDIS_URL, "
+                        "LLM_REDIS_URL, REDIS_HOST/REDIS_PORT); using 127.0.0.1:6379")
     return RedisStore(**kwargs, **guard)
