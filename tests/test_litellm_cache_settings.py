@@ -3,8 +3,6 @@ qdrant-semantic with a Qdrant server, register_model with a dict."""
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 
 from hitrate.config import ConfigError, parse_config
@@ -51,12 +49,6 @@ def test_litellm_call_types_hitrate_does_not_cache_are_ignored_with_a_warning(ca
     assert "atranscription" in caplog.text
 
 
-def _qdrant_accepts_quantization() -> bool:
-    from hitrate.semantic.qdrant_index import QdrantIndex
-
-    return "quantization_config" in inspect.signature(QdrantIndex.__init__).parameters
-
-
 def test_qdrant_semantic_with_a_server():
     config = parse_config(_litellm(
         type="qdrant-semantic", qdrant_api_base="https://qdrant.example.com:6333",
@@ -68,9 +60,37 @@ def test_qdrant_semantic_with_a_server():
     quantization = options.pop("quantization_config", None)
     assert options == {"url": "https://qdrant.example.com:6333", "api_key": "qk-123",
                        "collection": "answers"}
-    # Passed on once the Qdrant index takes it (semantic/qdrant_index.py), never dropped
-    # silently: until then the loader warns.
-    assert quantization == ("binary" if _qdrant_accepts_quantization() else None)
+    assert quantization == "binary"
+
+
+async def test_qdrant_collection_is_created_quantized():
+    """The quantization reaches Qdrant's create_collection. Qdrant's local mode (the real
+    engine, in process) accepts but does not keep it, and no Qdrant server runs here, so
+    the client records what it was asked before doing it."""
+    import numpy as np
+    from qdrant_client import AsyncQdrantClient
+
+    from hitrate.semantic.qdrant_index import QdrantIndex
+
+    class RecordingClient(AsyncQdrantClient):
+        asked: dict = {}
+
+        async def create_collection(self, *args, **kwargs):
+            RecordingClient.asked = kwargs
+            return await super().create_collection(*args, **kwargs)
+
+    index = QdrantIndex(client=RecordingClient(location=":memory:"),
+                        quantization_config="scalar")
+    try:
+        vector = np.ones(8, dtype=np.float32) / np.sqrt(8)
+        await index.add("hitrate:v1:q:chat:k", vector, scope="s", namespace="q", text="t",
+                        expires_at=None)
+        scalar = RecordingClient.asked["quantization_config"].scalar
+        assert (scalar.type.value, scalar.always_ram) == ("int8", True)
+        assert [m.key for m in await index.search(vector, scope="s", k=1, min_score=0.5)] == \
+            ["hitrate:v1:q:chat:k"]
+    finally:
+        await index.close()
 
 
 def test_qdrant_quantization_is_validated():

@@ -228,14 +228,6 @@ def _qdrant_quantization(value: Any) -> str | None:
     if value not in _QUANTIZATIONS:
         raise ConfigError(f"litellm_settings.cache_params.qdrant_quantization_config: "
                           f"{value!r} is not one of {', '.join(_QUANTIZATIONS)}")
-    import inspect
-
-    from hitrate.semantic.qdrant_index import QdrantIndex
-
-    if "quantization_config" not in inspect.signature(QdrantIndex.__init__).parameters:
-        log.warning("litellm_settings.cache_params.qdrant_quantization_config: this version's "
-                    "Qdrant index cannot quantize; the collection is created unquantized")
-        return None
     return value
 
 

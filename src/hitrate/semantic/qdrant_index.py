@@ -37,8 +37,11 @@ class QdrantIndex(ServerIndex):
                  api_key: str | None = None, location: str | None = None, path: str | None = None,
                  collection: str = "hitrate_semantic", dim: int | None = None,
                  purge_interval: float = 60.0, timeout: int = 5, client: Any = None,
-                 **client_options: Any):
+                 quantization_config: str | None = None, **client_options: Any):
         super().__init__(dim)
+        if quantization_config not in (None, *QUANTIZATIONS):
+            raise ValueError(f"quantization_config must be one of {', '.join(QUANTIZATIONS)}")
+        self.quantization = quantization_config
         self.collection = collection
         self.where = f"collection {collection!r}"
         self.purge_interval = purge_interval
@@ -73,7 +76,8 @@ class QdrantIndex(ServerIndex):
         try:
             await self.client.create_collection(
                 self.collection,
-                vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE))
+                vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+                quantization_config=_quantization(self.quantization))
         except Exception:
             if not await self.client.collection_exists(self.collection):
                 raise
@@ -160,3 +164,21 @@ class QdrantIndex(ServerIndex):
     async def close(self) -> None:
         if self._owns_client:
             await self.client.close()
+
+
+# LiteLLM's `qdrant_quantization_config` values, with the settings LiteLLM uses.
+QUANTIZATIONS = ("binary", "scalar", "product")
+
+
+def _quantization(name: str | None) -> Any:
+    if name is None:
+        return None
+    from qdrant_client import models
+
+    if name == "binary":
+        return models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+    if name == "scalar":
+        return models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+            type=models.ScalarType.INT8, always_ram=True))
+    return models.ProductQuantization(product=models.ProductQuantizationConfig(
+        compression=models.CompressionRatio.X16, always_ram=True))
