@@ -7,9 +7,12 @@
         "kv_connector_extra_config": {"remote_url": "redis://127.0.0.1:6379/0"}}'
 
 `kv_connector_extra_config` takes any field of the `kv:` config section (chunk_size,
-cpu_size_mb, disk_dir, remote_url, ...), plus `config` (a hitrate config file whose
-`kv:` section is the base) and `model_id` (default: the served model path and
-revision). HITRATE_KV_* environment variables win over both. vLLM's own prefix cache
+cpu_size_mb, disk_dir, remote_url, ...) or LMCache's names for them (local_cpu,
+max_local_cpu_size, remote_serde, ...; also as "lmcache.<field>"), plus `config` (a
+hitrate config file whose `kv:` section is the base), `model_id` (default: the served
+model path and revision) and `metrics_port`; any other key is an error naming it
+(`hitrate.kv.settings.connector_settings`). LMCACHE_CONFIG_FILE, LMCACHE_<FIELD> and
+HITRATE_KV_* environment variables win over it. vLLM's own prefix cache
 may stay on: hitrate is asked only for tokens beyond what vLLM already holds (the tests
 run with it off, so that every cached token provably came through hitrate).
 
@@ -107,17 +110,6 @@ def shared_engine(namespace: KVNamespace, settings: Any) -> KVEngine:
         return engine
 
 
-def _settings(extra: dict[str, Any]) -> Any:
-    from hitrate.config import KVConfig, load_config
-    from hitrate.kv.settings import resolve_settings
-
-    base: dict[str, Any] = {}
-    if extra.get("config"):
-        base = load_config(extra["config"]).kv.model_dump()
-    base.update({k: v for k, v in extra.items() if k in KVConfig.model_fields})
-    return resolve_settings(base)
-
-
 def _layer_order(name: str) -> tuple[int, str]:
     numbers = re.findall(r"\.(\d+)\.", name)
     return (int(numbers[0]) if numbers else -1, name)
@@ -136,7 +128,9 @@ class HitrateConnector(KVConnectorBase_V1):
                  kv_cache_config: KVCacheConfig | None = None):
         super().__init__(vllm_config=vllm_config, role=role, kv_cache_config=kv_cache_config)
         extra = dict(self._kv_transfer_config.kv_connector_extra_config or {})
-        self.settings = _settings(extra)
+        from hitrate.kv.settings import connector_settings
+
+        self.settings = connector_settings(extra)
         if self.settings.blend:
             # Nearest real thing: vLLM computes a request's tokens from num_computed_tokens
             # on, so a connector can only supply a prefix; segments after fresh text would
