@@ -8,8 +8,16 @@ is prefilled again reusing them (warm TTFT). Exactness: the warm logits against 
 same computation fed KV that never left the model (`max_abs_diff`, expected 0.0) and
 against the cold full prefill (`max_abs_diff_vs_full_prefill`: other matmul shapes).
 
+`--sections serde`: per-serde rows (`kv.remote_serde` / `disk_serde`) on real KV, the
+prompt KV of SmolLM2-135M-Instruct (real weights, `hitrate.kv.samples`) over a RAG
+prompt: compression ratio, dumps/loads MB/s of the serde alone, store/load MB/s and
+warm TTFT through the disk and Redis tiers (fresh engine, nothing in memory), and
+exactness: max_abs_diff of the loaded KV (lossless: 0.0), KL / top-1 agreement over a
+16-token greedy answer (lossy). bfloat16 rows: the same KV cast to bfloat16.
+
 Prints one JSON line. Wall and CPU seconds (the machine is shared and noisy).
 Usage: python benchmarks/kv.py [--tokens 2048 8192 16384] [--tiers cpu disk redis]
+       python benchmarks/kv.py --sections serde [--serde-docs 4]
 """
 
 from __future__ import annotations
@@ -83,13 +91,14 @@ class Redis:
         self.proc.wait(timeout=10)
 
 
-def make_tier(kind: str, workdir: str, redis: Redis | None):
+def make_tier(kind: str, workdir: str, redis: Redis | None, fresh: bool = True):
     if kind == "cpu":
         return CPUTier(4096 * MB)
     if kind == "disk":
         from hitrate.stores.disk import DiskStore
 
-        return StoreTier(DiskStore(tempfile.mkdtemp(dir=workdir), max_bytes=8192 * MB), name="disk")
+        where = tempfile.mkdtemp(dir=workdir) if fresh else workdir
+        return StoreTier(DiskStore(where, max_bytes=8192 * MB), name="disk")
     from hitrate.kv.settings import remote_store
 
     assert redis is not None
@@ -142,6 +151,66 @@ def run_length(model, n: int, suffix: int, tiers: list[str], repeats: int, workd
     return out
 
 
+def serde_rows(docs: int, tiers: list[str], redis, workdir: str) -> dict:
+    from hitrate.kv import blend_quality as quality
+    from hitrate.kv import codec, samples, serde
+
+    model, tokenizer = samples.smollm2()
+    documents = samples.stdlib_documents(docs, 3000)
+    prompt = (samples.RAG_SYSTEM + "".join(f"Document:\n{d}\n\n" for d in documents)
+              + "Question: How do I write JSON to a file?<|im_end|>\n<|im_start|>assistant\n")
+    ids = tokenizer(prompt)["input_ids"]
+    ref = quality.reference(model, ids, 16)
+    kv32 = quality.prompt_kv(model, ids)
+    prefix = ids[:-1]
+    own = quality.with_prompt_kv(model, ids, kv32, ref)
+    _, cold_wall, _ = timed(lambda: ttft(model, ids, None))
+    out: dict = {"model": "SmolLM2-135M-Instruct", "prompt_tokens": len(ids),
+                 "cold_ttft_wall_s": round(cold_wall, 4), "own_kv_agreement": own.to_dict(), "rows": []}
+    for dtype in ("float32", "bfloat16"):
+        kv = kv32.to(getattr(torch, dtype))
+        raw = kv.numel() * kv.element_size()
+        engine = hf.make_engine(model, [CPUTier(64 * MB)], model_id="serde-probe")
+        chunks = [codec.encode(kv.narrow(3, c.start, c.num_tokens), token_axis=3, layout=hf.LAYOUT,
+                                  key_digest=c.digest) for c in engine.keyer.chunks(prefix)]
+        engine.close()
+        for name in ("naive", "zstd", "int8"):
+            codec_ = serde.get(name)
+            packed, dump_s, _ = timed(lambda c=codec_, cs=chunks: [c.dumps(x) for x in cs])
+            _, load_s, _ = timed(lambda p=packed: [serde.loads(x) for x in p])
+            row = {"serde": name, "dtype": dtype, "kv_MB": round(raw / MB, 1),
+                   "ratio": round(sum(map(len, chunks)) / sum(map(len, packed)), 3),
+                   "dumps_MBps": round(raw / MB / dump_s, 1), "loads_MBps": round(raw / MB / load_s, 1),
+                   "tiers": {}}
+            for kind in tiers:
+                where = tempfile.mkdtemp(dir=workdir)  # the reader opens the writer's disk store
+                tier = make_tier(kind, where, redis, fresh=False)
+                tier.serde = codec_
+                model_id = f"serde-{dtype}-{name}-{kind}"
+                writer = hf.make_engine(model, [tier], model_id=model_id)
+                _, store_s, _ = timed(lambda w=writer, x=kv: w.store(prefix, x, wait=True))
+                writer.flush()
+                writer.close()
+                reader = hf.make_engine(model, [make_tier(kind, where, redis, fresh=False)],
+                                        model_id=model_id)
+                hit, fetch_s, _ = timed(lambda r=reader: r.retrieve(prefix))
+                assert hit.num_tokens == len(prefix), (kind, name, hit.num_tokens)
+                entry = {"store_MBps": round(raw / MB / store_s, 1),
+                         "load_MBps": round(raw / MB / fetch_s, 1)}
+                if dtype == "float32":
+                    _, warm_s, _ = timed(lambda r=reader: ttft(model, ids, r))
+                    entry["warm_ttft_wall_s"] = round(warm_s, 4)
+                reader.clear()
+                reader.close()
+                row["tiers"][kind] = entry
+            got = hit.kv
+            row["max_abs_diff"] = (got.float() - kv.float()).abs().max().item()
+            if dtype == "float32":
+                row["agreement"] = quality.with_prompt_kv(model, ids, got, ref).to_dict()
+            out["rows"].append(row)
+    return out
+
+
 def memcpy_MBps(nbytes: int) -> float:
     """A plain tensor copy of at least 256 MB (larger than any cache): the memory
     bandwidth the CPU tier's loads are compared with."""
@@ -166,7 +235,11 @@ def main() -> None:
                         choices=["cpu", "disk", "redis"])
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sections", nargs="+", default=["ttft"], choices=["ttft", "serde"])
+    parser.add_argument("--serde-docs", type=int, default=4, help="documents in the serde prompt")
     args = parser.parse_args()
+    if "ttft" not in args.sections:
+        return sections_only(args)
 
     model = build_model(args.layers)
     with torch.no_grad():
@@ -194,6 +267,21 @@ def main() -> None:
         "chunk_size": 256, "bytes_per_token": bytes_per_token,
         "memcpy_MBps": memcpy_MBps(largest), "results": results,
     }))
+
+
+def sections_only(args) -> None:
+    redis = Redis() if "redis" in args.tiers else None
+    workdir = tempfile.mkdtemp(prefix="hitrate-kv-bench-")
+    report: dict = {"benchmark": "kv", "torch": torch.__version__, "cpus": os.cpu_count()}
+    try:
+        if "serde" in args.sections:
+            tiers = [t for t in args.tiers if t != "cpu"]
+            report["serde"] = serde_rows(args.serde_docs, tiers, redis, workdir)
+    finally:
+        if redis is not None:
+            redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":
