@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from hitrate.kv import codec
+from hitrate.kv import codec, metrics
 from hitrate.kv.chunking import KEY_PREFIX, Chunk, ChunkKeyer, KVNamespace
 from hitrate.kv.tiers import DeviceChunk, KVTier
 
@@ -82,6 +82,7 @@ class KVEngine:
         self.store_partial = store_partial
         self.stats = EngineStats()
         self.settings: Any = None  # the KVConfig the engine was built from, when it was
+        self.timings = metrics.Timings()
         self._failing: set[str] = set()
         self._queued: set[str] = set()
         self._queued_lock = threading.Lock()
@@ -95,6 +96,7 @@ class KVEngine:
         self._thread.start()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hitrate-kv-write")
         self._write_manifest()
+        metrics.track(self)
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -105,9 +107,12 @@ class KVEngine:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     async def _call(self, tier: KVTier, what: str, coro: Coroutine[Any, Any, T]) -> T | None:
-        """A tier call whose failure is a miss: counted, logged once per episode."""
+        """A tier call whose failure is a miss: counted, logged once per episode. Reads
+        and writes are timed (`hitrate.kv.metrics`)."""
+        started = time.perf_counter()
         try:
             result = await coro
+            self.timings.observe(tier.name, what, time.perf_counter() - started)
         except Exception as exc:  # any backend failure degrades to a miss
             self.stats.tier_errors += 1
             tier.stats().errors += 1
@@ -220,8 +225,13 @@ class KVEngine:
         tensors = [t if t.device == target else t.to(target) for t, _ in found]
         kv = torch.cat(tensors, dim=self.token_axis)
         per_tier: dict[str, int] = {}
-        for _, name in found:
+        tokens: dict[str, int] = {}
+        for chunk, (_, name) in zip(chunks, found, strict=False):
             per_tier[name] = per_tier.get(name, 0) + 1
+            tokens[name] = tokens.get(name, 0) + chunk.num_tokens
+        for tier in self.tiers:
+            if tier.name in tokens:
+                tier.stats().hit_tokens += tokens[tier.name]
         self.stats.retrieved_bytes += kv.numel() * kv.element_size()
         return KVHit(chunks[len(found) - 1].end, kv, len(found), per_tier)
 

@@ -38,6 +38,8 @@ class TierStats:
     read_bytes: int = 0
     corrupt: int = 0
     errors: int = 0
+    hit_tokens: int = 0  # tokens whose KV `retrieve` served from this tier
+    evictions: int = 0
     entries: int | None = None
     bytes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -151,7 +153,7 @@ class StoreTier(KVTier):
     def stats(self) -> TierStats:
         s = self.store.stats()
         self._stats.entries, self._stats.bytes = s.entries, s.bytes
-        self._stats.extra["evictions"] = s.evictions
+        self._stats.extra["evictions"] = self._stats.evictions = s.evictions
         return self._stats
 
     async def close(self) -> None:
@@ -224,6 +226,7 @@ class GPUTier(KVTier):
             while self._bytes > self.max_bytes:
                 _, evicted = self._data.popitem(last=False)
                 self._bytes -= evicted.header.payload_len
+                self._stats.evictions += 1
 
     async def delete(self, key: str) -> bool:
         value = self._data.pop(key, None)

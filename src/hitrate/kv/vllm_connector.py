@@ -159,6 +159,10 @@ class HitrateConnector(KVConnectorBase_V1):
                                      layout=f"vllm:{current_platform.device_type}:bs{self.block_size}:LTHC",
                                      tp_rank=tp_rank, tp_size=tp_size)
         self.engine = shared_engine(self.namespace, self.settings)
+        if extra.get("metrics_port"):
+            from hitrate.kv.metrics import serve
+
+            serve(int(extra["metrics_port"]))
         # scheduler side
         self._tracked: dict[str, _Tracked] = {}
         self._load_plan: dict[str, int] = {}  # request id -> external tokens to load
