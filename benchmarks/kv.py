@@ -15,6 +15,10 @@ warm TTFT through the disk and Redis tiers (fresh engine, nothing in memory), an
 exactness: max_abs_diff of the loaded KV (lossless: 0.0), KL / top-1 agreement over a
 16-token greedy answer (lossy). bfloat16 rows: the same KV cast to bfloat16.
 
+`--sections chat`: a 3-turn chat on the random-weight model (a 1,024-token system
+prompt, 64-token questions, 192-token answers), TTFT per turn with and without
+`save_decode_cache` (CPU tier): without it, every turn recomputes the previous answers.
+
 Prints one JSON line. Wall and CPU seconds (the machine is shared and noisy).
 Usage: python benchmarks/kv.py [--tokens 2048 8192 16384] [--tiers cpu disk redis]
        python benchmarks/kv.py --sections serde [--serde-docs 4]
@@ -211,6 +215,41 @@ def serde_rows(docs: int, tiers: list[str], redis, workdir: str) -> dict:
     return out
 
 
+def chat_rows(model, turns: int = 3, system: int = 1024, question: int = 64, answer: int = 192,
+              repeats: int = 2) -> dict:
+    vocab = model.config.vocab_size
+    g = torch.Generator().manual_seed(7)
+    system_ids = torch.randint(0, vocab, (system,), generator=g).tolist()
+    questions = [torch.randint(0, vocab, (question,), generator=g).tolist() for _ in range(turns)]
+    out: dict = {"system_tokens": system, "question_tokens": question, "answer_tokens": answer}
+    for save in (False, True):
+        rows = []
+        for rep in range(repeats):
+            engine = hf.make_engine(model, [CPUTier(4096 * MB)], model_id=f"chat-{save}-{rep}")
+            history = list(system_ids)
+            try:
+                for turn in range(turns):
+                    prompt = history + questions[turn]
+                    first, wall, cpu = timed(lambda e=engine, p=prompt: ttft(model, p, e))
+                    reply = hf.generate(model, None, prompt, engine, max_new_tokens=answer,
+                                        min_new_tokens=answer, do_sample=False, save_decode_cache=save)
+                    engine.flush()
+                    if rep == 0:
+                        rows.append({"turn": turn + 1, "prompt_tokens": len(prompt),
+                                     "cached_tokens": first.cached_tokens, "ttft_wall_s": [],
+                                     "ttft_cpu_s": []})
+                    rows[turn]["ttft_wall_s"].append(round(wall, 4))
+                    rows[turn]["ttft_cpu_s"].append(round(cpu, 4))
+                    history = prompt + reply.tokens
+            finally:
+                engine.close()
+        for row in rows:
+            row["ttft_wall_s"] = min(row["ttft_wall_s"])
+            row["ttft_cpu_s"] = min(row["ttft_cpu_s"])
+        out["with_decode_cache" if save else "prompt_only"] = rows
+    return out
+
+
 def memcpy_MBps(nbytes: int) -> float:
     """A plain tensor copy of at least 256 MB (larger than any cache): the memory
     bandwidth the CPU tier's loads are compared with."""
@@ -235,7 +274,7 @@ def main() -> None:
                         choices=["cpu", "disk", "redis"])
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sections", nargs="+", default=["ttft"], choices=["ttft", "serde"])
+    parser.add_argument("--sections", nargs="+", default=["ttft"], choices=["ttft", "serde", "chat"])
     parser.add_argument("--serde-docs", type=int, default=4, help="documents in the serde prompt")
     args = parser.parse_args()
     if "ttft" not in args.sections:
@@ -277,6 +316,8 @@ def sections_only(args) -> None:
         if "serde" in args.sections:
             tiers = [t for t in args.tiers if t != "cpu"]
             report["serde"] = serde_rows(args.serde_docs, tiers, redis, workdir)
+        if "chat" in args.sections:
+            report["chat"] = chat_rows(build_model(args.layers))
     finally:
         if redis is not None:
             redis.stop()
