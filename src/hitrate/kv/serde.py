@@ -2,9 +2,10 @@
 
     naive   the chunk as `codec.encode` made it (header, CRC, raw tensor bytes)
     zstd    lossless: the payload's bytes regrouped by significance (byte i of every
-            element together, as blosc's shuffle does: exponent bytes compress, mantissa
-            bytes mostly do not), then Zstandard. Decodes to the identical chunk, whose
-            CRC is checked as usual.
+            element together, as blosc's shuffle does), each plane Zstandard-compressed
+            where that pays (exponent bytes compress, mantissa bytes mostly do not, and
+            are stored as they are). Decodes to the identical chunk, whose CRC is
+            checked as usual.
     int8    lossy, opt-in (CacheGen/KIVI-style): every channel (all indices but the
             token axis) scaled by its absolute maximum over the chunk's tokens and
             rounded to int8. Decodes to a new chunk of the original dtype (a fresh
@@ -73,7 +74,12 @@ def _element_size(header: codec.ChunkHeader) -> int:
 
 
 class Zstd(Serde):
+    """Byte planes, each Zstandard-compressed only where that pays (`KEEP_RATIO`): in
+    float KV the sign/exponent planes compress, mantissa planes barely do, so most of
+    the bytes skip the codec in both directions."""
+
     name = "zstd"
+    KEEP_RATIO = 0.9  # a plane is stored compressed only below 90% of its size
 
     def __init__(self, level: int = ZSTD_LEVEL):
         self.level = level
@@ -88,12 +94,19 @@ class Zstd(Serde):
         payload = np.frombuffer(chunk, dtype=np.uint8, offset=offset)
         if size == 1 or len(payload) % size:
             size = 1
-        staged = bytearray(len(chunk))  # header + byte planes, compressed in one shot
-        staged[:offset] = memoryview(chunk)[:offset]
-        planes = np.frombuffer(staged, dtype=np.uint8, offset=offset)
-        planes.reshape(size, -1)[:] = payload.reshape(-1, size).T
-        body = _zstd().compress(staged, level=self.level)
-        return _ZSTD_HEAD.pack(ZSTD_MAGIC, _VERSION, size, offset, len(chunk)) + body
+        zstd = _zstd()
+        parts = [_ZSTD_HEAD.pack(ZSTD_MAGIC, _VERSION, size, offset, len(chunk)),
+                 memoryview(chunk)[:offset]]
+        grouped = payload.reshape(-1, size)
+        for i in range(size):
+            plane = np.ascontiguousarray(grouped[:, i]).data if size > 1 else payload.data
+            packed = zstd.compress(plane, level=self.level)
+            keep = len(packed) < self.KEEP_RATIO * len(plane)
+            parts += [_PLANE.pack(keep, len(packed) if keep else len(plane)), packed if keep else plane]
+        return b"".join(parts)
+
+
+_PLANE = struct.Struct("<BQ")  # compressed?, stored length
 
 
 def _unzstd(value: bytes) -> bytearray:
@@ -102,16 +115,25 @@ def _unzstd(value: bytes) -> bytearray:
     _, version, size, offset, total = _ZSTD_HEAD.unpack_from(value)
     if version != _VERSION:
         raise ValueError(f"zstd chunk version {version}")
-    raw = _zstd().decompress(memoryview(value)[_ZSTD_HEAD.size:])
-    if len(raw) != total:
-        raise ValueError("zstd chunk has the wrong length")
+    mv = memoryview(value)
+    pos = _ZSTD_HEAD.size
     out = bytearray(total)
-    out[:offset] = raw[:offset]
-    if size == 1:
-        out[offset:] = raw[offset:]
-    else:
-        planes = np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(size, -1)
-        np.frombuffer(out, dtype=np.uint8, offset=offset).reshape(-1, size)[:] = planes.T
+    out[:offset] = mv[pos:pos + offset]
+    pos += offset
+    plane_len = (total - offset) // size
+    grouped = np.frombuffer(out, dtype=np.uint8, offset=offset).reshape(-1, size)
+    zstd = _zstd()
+    for i in range(size):
+        packed, length = _PLANE.unpack_from(mv, pos)
+        pos += _PLANE.size
+        data = mv[pos:pos + length]
+        pos += length
+        plane = zstd.decompress(data) if packed else data
+        if len(plane) != plane_len:
+            raise ValueError("zstd chunk plane has the wrong length")
+        grouped[:, i] = np.frombuffer(plane, dtype=np.uint8)
+    if pos != len(value):
+        raise ValueError("zstd chunk has the wrong length")
     return out
 
 
