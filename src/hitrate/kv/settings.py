@@ -140,11 +140,16 @@ def build_tiers(settings: KVConfig, *, remote: ByteStore | None = None) -> list[
 
         tiers.append(StoreTier(DiskStore(settings.disk_dir, max_bytes=int(settings.disk_size_mb * MB)),
                                name="disk", kind="disk", serde=settings.disk_serde))
+    reader = None
     if remote is None and settings.remote_url:
         remote = remote_store(settings.remote_url, settings.remote_timeout)
+        from hitrate.kv import redis_reader
+
+        if redis_reader.supports(settings.remote_url):
+            reader = redis_reader.RedisBulkReader(settings.remote_url, timeout=settings.remote_timeout)
     if remote is not None:
         tiers.append(StoreTier(remote, name="remote", kind=remote.name, ttl=settings.remote_ttl,
-                               serde=settings.remote_serde))
+                               serde=settings.remote_serde, reader=reader))
     if not tiers:
         raise ValueError("no KV tier is configured (all sizes 0, no disk_dir, no remote_url)")
     return tiers

@@ -102,14 +102,16 @@ class StoreTier(KVTier):
     """A tier over any `ByteStore`: CPU memory, disk, Redis, S3, ...
 
     `serde` (`hitrate.kv.serde`): how chunks are written (default naive); reads accept
-    every serde. Compression runs on a worker thread, never on the I/O loop."""
+    every serde. Compression runs on a worker thread, never on the I/O loop. `reader`:
+    an object whose `get_many` replaces the store's for reads (Redis bulk reads)."""
 
     def __init__(self, store: ByteStore, *, name: str | None = None, kind: str | None = None,
                  verify: bool = True, local: bool = False, ttl: float | None = None,
-                 serde: str = "naive"):
+                 serde: str = "naive", reader: Any = None):
         from hitrate.kv import serde as serdes
 
         self.store = store
+        self.reader = reader  # a faster bulk `get_many` (kv.redis_reader), or None
         self.name = name or store.name
         self.kind = kind or store.name
         self.verify = verify
@@ -121,7 +123,7 @@ class StoreTier(KVTier):
     async def get_many(self, keys: Sequence[str]) -> list[Any | None]:
         from hitrate.kv import serde
 
-        values = await self.store.get_many(keys)
+        values = await (self.reader or self.store).get_many(keys)
         hits = [v for v in values if v is not None]
         self._stats.hits += len(hits)
         self._stats.misses += len(values) - len(hits)
@@ -157,6 +159,8 @@ class StoreTier(KVTier):
         return self._stats
 
     async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
         await self.store.close()
 
 
