@@ -19,6 +19,11 @@ exactness: max_abs_diff of the loaded KV (lossless: 0.0), KL / top-1 agreement o
 prompt, 64-token questions, 192-token answers), TTFT per turn with and without
 `save_decode_cache` (CPU tier): without it, every turn recomputes the previous answers.
 
+`--sections redis`: load bandwidth of 64 MB of KV chunks (2 MB each) from a local
+redis-server: the shared RedisStore's MGET, the KV tier's bulk reader with 1 and 4
+connections, and the ceiling: one raw socket reading the same MGET reply into one
+buffer without parsing it.
+
 Prints one JSON line. Wall and CPU seconds (the machine is shared and noisy).
 Usage: python benchmarks/kv.py [--tokens 2048 8192 16384] [--tiers cpu disk redis]
        python benchmarks/kv.py --sections serde [--serde-docs 4]
@@ -250,6 +255,55 @@ def chat_rows(model, turns: int = 3, system: int = 1024, question: int = 64, ans
     return out
 
 
+def redis_rows(redis, total_mb: int = 64, chunk_mb: int = 2, repeats: int = 5) -> dict:
+    import asyncio
+
+    from hitrate.kv.redis_reader import RedisBulkReader
+    from hitrate.kv.settings import remote_store
+
+    keys = [f"hitrate:kv:bench:{i}" for i in range(total_mb // chunk_mb)]
+    payload = os.urandom(chunk_mb * MB)
+    import redis as redis_py
+
+    client = redis_py.Redis(port=redis.port)
+    client.mset({k: payload for k in keys})
+    total = len(keys) * len(payload)
+
+    def best(fn) -> float:
+        return round(total / MB / min(timed(fn)[1] for _ in range(repeats)), 1)
+
+    store = remote_store(redis.url, timeout=60.0)
+    loop = asyncio.new_event_loop()
+    out = {"MB": total / MB, "chunk_MB": chunk_mb,
+           "redis_store_mget_MBps": best(lambda: loop.run_until_complete(store.get_many(keys)))}
+    loop.run_until_complete(store.close())
+    for conns in (1, 4):
+        reader = RedisBulkReader(redis.url, connections=conns, min_split_bytes=8 * MB)
+        loop.run_until_complete(reader.get_many(keys[:1]))  # learn the value size
+        fetch = reader.get_many
+        out[f"bulk_reader_{conns}_conn_MBps"] = best(lambda f=fetch: loop.run_until_complete(f(keys)))
+        reader.close()
+    loop.close()
+
+    request = [b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 1)]
+    request += [b"$%d\r\n%s\r\n" % (len(k), k.encode()) for k in keys]
+    reply_len = len(b"*%d\r\n" % len(keys)) + len(keys) * (len(b"$%d\r\n" % len(payload)) + len(payload) + 2)
+    buf = bytearray(reply_len)
+    sock = socket.create_connection(("127.0.0.1", redis.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+
+    def raw() -> None:
+        sock.sendall(b"".join(request))
+        view, got = memoryview(buf), 0
+        while got < reply_len:
+            got += sock.recv_into(view[got:])
+
+    out["raw_socket_ceiling_MBps"] = best(raw)
+    sock.close()
+    client.delete(*keys)
+    return out
+
+
 def memcpy_MBps(nbytes: int) -> float:
     """A plain tensor copy of at least 256 MB (larger than any cache): the memory
     bandwidth the CPU tier's loads are compared with."""
@@ -274,7 +328,7 @@ def main() -> None:
                         choices=["cpu", "disk", "redis"])
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sections", nargs="+", default=["ttft"], choices=["ttft", "serde", "chat"])
+    parser.add_argument("--sections", nargs="+", default=["ttft"], choices=["ttft", "serde", "chat", "redis"])
     parser.add_argument("--serde-docs", type=int, default=4, help="documents in the serde prompt")
     args = parser.parse_args()
     if "ttft" not in args.sections:
@@ -316,6 +370,8 @@ def sections_only(args) -> None:
         if "serde" in args.sections:
             tiers = [t for t in args.tiers if t != "cpu"]
             report["serde"] = serde_rows(args.serde_docs, tiers, redis, workdir)
+        if "redis" in args.sections:
+            report["redis"] = redis_rows(redis)
         if "chat" in args.sections:
             report["chat"] = chat_rows(build_model(args.layers))
     finally:
