@@ -16,8 +16,9 @@ exactness: max_abs_diff of the loaded KV (lossless: 0.0), KL / top-1 agreement o
 16-token greedy answer (lossy). bfloat16 rows: the same KV cast to bfloat16.
 
 `--sections chat`: a 3-turn chat on the random-weight model (a 1,024-token system
-prompt, 64-token questions, 192-token answers), TTFT per turn with and without
-`save_decode_cache` (CPU tier): without it, every turn recomputes the previous answers.
+prompt, 64-token questions, `--chat-answer` (192) token answers, `--chat-chunk` (256)
+token chunks), TTFT per turn with and without `save_decode_cache` (CPU tier): without
+it, every turn recomputes the previous answer past the prompt's last whole chunk.
 
 `--sections redis`: load bandwidth of 64 MB of KV chunks (2 MB each) from a local
 redis-server: the shared RedisStore's MGET, the KV tier's bulk reader with 1 and 4
@@ -221,16 +222,18 @@ def serde_rows(docs: int, tiers: list[str], redis, workdir: str) -> dict:
 
 
 def chat_rows(model, turns: int = 3, system: int = 1024, question: int = 64, answer: int = 192,
-              repeats: int = 2) -> dict:
+              repeats: int = 2, chunk: int = 256) -> dict:
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(7)
     system_ids = torch.randint(0, vocab, (system,), generator=g).tolist()
     questions = [torch.randint(0, vocab, (question,), generator=g).tolist() for _ in range(turns)]
-    out: dict = {"system_tokens": system, "question_tokens": question, "answer_tokens": answer}
+    out: dict = {"system_tokens": system, "question_tokens": question, "answer_tokens": answer,
+                 "chunk_size": chunk}
     for save in (False, True):
         rows = []
         for rep in range(repeats):
-            engine = hf.make_engine(model, [CPUTier(4096 * MB)], model_id=f"chat-{save}-{rep}")
+            engine = hf.make_engine(model, [CPUTier(4096 * MB)], model_id=f"chat-{save}-{rep}",
+                                    chunk_size=chunk)
             history = list(system_ids)
             try:
                 for turn in range(turns):
@@ -330,6 +333,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sections", nargs="+", default=["ttft"], choices=["ttft", "serde", "chat", "redis"])
     parser.add_argument("--serde-docs", type=int, default=4, help="documents in the serde prompt")
+    parser.add_argument("--chat-chunk", type=int, default=256, help="chunk size for --sections chat")
+    parser.add_argument("--chat-answer", type=int, default=192, help="answer tokens per chat turn")
     args = parser.parse_args()
     if "ttft" not in args.sections:
         return sections_only(args)
@@ -373,7 +378,8 @@ def sections_only(args) -> None:
         if "redis" in args.sections:
             report["redis"] = redis_rows(redis)
         if "chat" in args.sections:
-            report["chat"] = chat_rows(build_model(args.layers))
+            report["chat"] = chat_rows(build_model(args.layers), answer=args.chat_answer,
+                                       repeats=args.repeats, chunk=args.chat_chunk)
     finally:
         if redis is not None:
             redis.stop()

@@ -89,6 +89,8 @@ class _Tracked:
     block_ids: list[int]
     loaded_end: int = 0
     saved: bool = False
+    request: Any = None  # vLLM's Request (its all_token_ids grows as tokens are sampled)
+    decode_saved_end: int = 0  # save_decode_cache: chunk-aligned end of what was saved
 
 
 _engines: dict[tuple[Any, ...], KVEngine] = {}
@@ -165,6 +167,7 @@ class HitrateConnector(KVConnectorBase_V1):
             serve(int(extra["metrics_port"]))
         # scheduler side
         self._tracked: dict[str, _Tracked] = {}
+        self._requests: dict[str, Any] = {}  # save_decode_cache: request id -> Request
         self._load_plan: dict[str, int] = {}  # request id -> external tokens to load
         # worker side
         self._kv_caches: dict[str, torch.Tensor] = {}
@@ -202,13 +205,16 @@ class HitrateConnector(KVConnectorBase_V1):
         build_connector_meta, where the scheduled request carries local + external.)"""
         if num_external_tokens > 0:
             self._load_plan[request.request_id] = num_external_tokens
+        if self.settings.save_decode_cache:
+            self._requests[request.request_id] = request
 
     def build_connector_meta(self, scheduler_output: SchedulerOutput) -> KVConnectorMetadata:
         """Scheduler, once per step: which loads and saves the workers do this step."""
         meta = HitrateConnectorMetadata()
         scheduled = scheduler_output.num_scheduled_tokens
         for new in scheduler_output.scheduled_new_reqs:
-            tracked = _Tracked(list(new.prompt_token_ids or []), list(new.block_ids[0]))
+            tracked = _Tracked(list(new.prompt_token_ids or []), list(new.block_ids[0]),
+                               request=self._requests.pop(new.req_id, None))
             self._tracked[new.req_id] = tracked
             external = self._load_plan.pop(new.req_id, None)
             if external is not None:
@@ -230,11 +236,32 @@ class HitrateConnector(KVConnectorBase_V1):
                     tracked.saved = False  # preempted: its blocks were freed
                 else:
                     tracked.block_ids.extend(new_ids[0])
-            self._maybe_save(meta, req_id, tracked, cached.num_computed_tokens[i] + scheduled.get(req_id, 0))
+            computed = cached.num_computed_tokens[i] + scheduled.get(req_id, 0)
+            self._maybe_save(meta, req_id, tracked, computed)
+            self._maybe_save_decode(meta, req_id, tracked, computed)
         for req_id in scheduler_output.finished_req_ids:
             self._tracked.pop(req_id, None)
             self._load_plan.pop(req_id, None)
+            self._requests.pop(req_id, None)
         return meta
+
+    def _maybe_save_decode(self, meta: HitrateConnectorMetadata, req_id: str, tracked: _Tracked,
+                           computed_after_step: int) -> None:
+        """save_decode_cache: once the KV of generated tokens fills a whole chunk, save it
+        (the blocks are still the request's; whole chunks only: a partial one could never
+        match a longer prompt). Saved during the step that completes the chunk."""
+        if tracked.request is None or not tracked.saved:
+            return
+        chunk = self.settings.chunk_size
+        end = computed_after_step // chunk * chunk
+        start = max(tracked.decode_saved_end, len(tracked.tokens) // chunk * chunk)
+        if end <= start:
+            return
+        tokens = list(tracked.request.all_token_ids[:end])
+        if len(tokens) < end or len(tracked.block_ids) * self.block_size < end:
+            return  # not all known yet (should not happen: computed tokens are known)
+        tracked.decode_saved_end = end
+        meta.saves.append(SaveSpec(req_id, tokens, start, tracked.block_ids))
 
     def _maybe_save(self, meta: HitrateConnectorMetadata, req_id: str, tracked: _Tracked,
                     computed_after_step: int) -> None:
@@ -252,6 +279,7 @@ class HitrateConnector(KVConnectorBase_V1):
         blocks can be freed now."""
         self._tracked.pop(request.request_id, None)
         self._load_plan.pop(request.request_id, None)
+        self._requests.pop(request.request_id, None)
         return False, None
 
     # -- worker side -------------------------------------------------------------
