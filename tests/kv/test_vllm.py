@@ -28,9 +28,9 @@ PROMPT_LEN = 1100  # 4 full 256-token chunks + a partial one; 1088 = 34 blocks o
 
 def vllm_env() -> dict[str, str]:
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-           "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "VLLM_NO_USAGE_STATS": "1",
-           "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
-    env.pop("HITRATE_KV_REMOTE_URL", None)
+           "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "TOKENIZERS_PARALLELISM": "false",
+           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("HITRATE_KV_REMOTE_URL", None)  # PYTHONPATH: this checkout's hitrate, then tests/
     return env
 
 
