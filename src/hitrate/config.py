@@ -265,6 +265,24 @@ class KVConfig(_Section):
     blend_check_layer: int = Field(default=2, ge=1, description="layer where tokens are selected")
     blend_separator: str | None = Field(default=None, min_length=1,
                                         description="cuts a string prompt into segments")
+    # How chunks are written to the disk and remote tiers (hitrate.kv.serde); any tier
+    # reads all of them. naive: raw; zstd: lossless; int8: lossy, opt-in.
+    remote_serde: Literal["naive", "zstd", "int8"] = "naive"
+    disk_serde: Literal["naive", "zstd", "int8"] = "naive"
+    save_decode_cache: bool = False  # also store generated tokens' KV (next chat turn hits)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lmcache_fields(cls, data: Any) -> Any:
+        """LMCache's field names and units are accepted as is (hitrate.kv.lmcache_config)."""
+        if not isinstance(data, dict) or not data:
+            return data
+        from hitrate.kv.lmcache_config import LMCacheFieldError, translate
+
+        try:
+            return translate(data, cls.model_fields, allow_unknown=True)  # extra=forbid names them
+        except LMCacheFieldError as exc:
+            raise PydanticCustomError("lmcache_field", str(exc)) from None
 
     @field_validator("remote_url")
     @classmethod

@@ -215,6 +215,9 @@ def build_registry(state: Callable[[], Any]) -> Any:
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector(state))
+    from hitrate.kv.metrics import collector  # KV engines in this process, if any
+
+    registry.register(collector())
     return registry
 
 

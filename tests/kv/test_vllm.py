@@ -28,9 +28,9 @@ PROMPT_LEN = 1100  # 4 full 256-token chunks + a partial one; 1088 = 34 blocks o
 
 def vllm_env() -> dict[str, str]:
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-           "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "VLLM_NO_USAGE_STATS": "1",
-           "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
-    env.pop("HITRATE_KV_REMOTE_URL", None)
+           "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "TOKENIZERS_PARALLELISM": "false",
+           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("HITRATE_KV_REMOTE_URL", None)  # PYTHONPATH: this checkout's hitrate, then tests/
     return env
 
 
@@ -121,3 +121,25 @@ def test_vllm_connector_repeat_prompt_and_sharing_over_redis(tmp_path, redis_url
             os.killpg(server.pid, 9)
             server.wait()
         log.close()
+
+
+def test_vllm_connector_saves_decode_kv_for_the_next_turn(tmp_path):
+    """save_decode_cache: the answer's whole chunks are saved while it is generated, so
+    turn 2 (prompt + answer + question) hits past the prompt; without it, the hit stops
+    at the prompt's last whole chunk."""
+    model = str(save_tiny_llama(tmp_path / "model"))
+    prompt, question = tokens(3), tokens(4, 40)
+    cached = {}
+    for save in (False, True):
+        extra = {"cpu_size_mb": 256, "model_id": f"tiny-llama-vllm-decode-{save}",
+                 "save_decode_cache": save}
+        args = json.dumps({"model": model, "extra": extra, "prompts": [prompt],
+                           "follow_ups": [question], "max_tokens": 200})
+        done = subprocess.run([sys.executable, str(ROOT / "tests/kv/vllm_offline.py"), args],
+                              env=vllm_env(), capture_output=True, text=True, timeout=400, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-4000:]
+        first, second = json.loads(done.stdout.strip().splitlines()[-1])["runs"]
+        assert len(first["tokens"]) == 200 and second["prompt_len"] == PROMPT_LEN + 200 + 40
+        cached[save] = second["cached"]
+    # KV exists for 1100 + 199 tokens after turn 1: whole chunks up to 1280
+    assert cached == {False: 1024, True: 1280}

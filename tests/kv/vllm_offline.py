@@ -25,7 +25,13 @@ def main() -> None:
     startup = time.perf_counter() - started
     params = SamplingParams(max_tokens=args.get("max_tokens", 8), temperature=0, logprobs=0)
     runs = []
-    for prompt in args["prompts"]:
+    # follow_ups: chat turns, each the previous prompt + its answer + these tokens
+    prompts = [*args["prompts"], *[None] * len(args.get("follow_ups", []))]
+    previous: list[int] = []
+    for turn, prompt in enumerate(prompts):
+        if prompt is None:  # a follow-up turn, built from the previous one's answer
+            prompt = previous + runs[-1]["tokens"] + args["follow_ups"][turn - len(args["prompts"])]
+        previous = prompt
         t = time.perf_counter()
         out = llm.generate([{"prompt_token_ids": prompt}], params, use_tqdm=False)[0]
         seconds = time.perf_counter() - t
@@ -33,7 +39,7 @@ def main() -> None:
         logprobs = [entry[tok].logprob for tok, entry in zip(completion.token_ids, completion.logprobs,
                                                              strict=True)]
         runs.append({"tokens": list(completion.token_ids), "cached": out.num_cached_tokens,
-                     "seconds": seconds, "logprobs": logprobs})
+                     "seconds": seconds, "logprobs": logprobs, "prompt_len": len(prompt)})
     engines = list(vllm_connector._engines.values())
     for engine in engines:
         engine.flush()

@@ -8,7 +8,9 @@ a long prefix skips most of its prefill.
     engine = hf.make_engine(model, model_id="my-model@rev")   # tiers from kv config/env
     out = hf.generate(model, tokenizer, prompt, engine, max_new_tokens=32)
 
-Modules: chunking (keys), codec (chunk format), tiers, engine, settings, hf
+Modules: chunking (keys), codec (chunk format), serde (how chunks are written to disk
+and remote tiers: naive, zstd, int8), tiers, redis_reader (bulk Redis reads), engine,
+metrics (Prometheus series), settings, lmcache_config (LMCache's config read as is), hf
 (transformers), vllm_connector (vLLM v1 KV connector), cli (`hitrate kv ...`); reuse of
 repeated text at any position: segments (prompt parts), rope (moving keys), blend
 (CacheBlend-style prefill), blend_quality (KL / top-1 against a full prefill); samples

@@ -1,5 +1,6 @@
-"""How far a blended prefill is from a full one: next-token KL divergence and top-1
-agreement over a continuation (used by the tests and `benchmarks/kv_blend.py`).
+"""How far a blended prefill (or a prefill on lossy-serde KV) is from a full one:
+next-token KL divergence and top-1 agreement over a continuation (used by the tests,
+`benchmarks/kv_blend.py` and `benchmarks/kv.py`).
 
 The continuation is the full prefill's own greedy answer, fed to both caches (teacher
 forcing), so the two are compared at the same positions even after a disagreement.
@@ -68,3 +69,31 @@ def agreement(reference_logits: torch.Tensor, logits: torch.Tensor) -> Agreement
     kl = (ref.exp() * (ref - got)).sum(dim=-1).clamp_min(0)
     same = (reference_logits.argmax(dim=-1) == logits.argmax(dim=-1)).float()
     return Agreement(float(kl.mean()), float(kl.max()), float(same.mean()), int(kl.numel()))
+
+
+def prompt_kv(model: Any, ids: list[int]) -> torch.Tensor:
+    """The KV of `ids[:-1]` from a plain prefill, as one "hf:L2HTD" tensor (a copy)."""
+    import torch
+
+    from hitrate.kv import hf
+
+    cache = hf.cache_from_kv(None, model.config)
+    with torch.no_grad():
+        model(input_ids=torch.tensor([ids[:-1]], device=model.device), past_key_values=cache,
+              use_cache=True, logits_to_keep=1)
+    return hf.kv_slicer(cache)(0, len(ids) - 1).clone()
+
+
+def with_prompt_kv(model: Any, ids: list[int], kv: torch.Tensor, ref: Reference) -> Agreement:
+    """How close the answer stays when the KV of `ids[:-1]` is `kv` (e.g. after a lossy
+    serde) instead of the model's own: the last prompt token and the reference
+    continuation are computed on top of it."""
+    import torch
+
+    from hitrate.kv import hf
+
+    cache = hf.cache_from_kv(kv, model.config)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids[-1:]], device=model.device), past_key_values=cache,
+                    use_cache=True, logits_to_keep=1)
+    return agreement(ref.logits, continuation_logits(model, out.logits[0, -1], cache, ref.continuation))

@@ -85,12 +85,33 @@ async def collect(settings: Any) -> dict[str, Any]:
     return {"settings": redact_urls(settings.model_dump()), "tiers": tiers}
 
 
+def scrape(url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The hitrate_kv_* samples a serving process exports (`hitrate.kv.metrics`)."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(url, timeout=timeout) as response:
+        text = response.read().decode()
+    return [{"name": s.name, "labels": s.labels, "value": s.value}
+            for family in text_string_to_metric_families(text) if family.name.startswith("hitrate_kv_")
+            for s in family.samples if not s.name.endswith("_created")]
+
+
 @app.command("stats")
 def stats(config: ConfigOption = None,
-          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+          metrics_url: Annotated[str | None, typer.Option(
+              "--metrics-url", help="also print the live KV counters a serving process exports "
+              "(its /metrics, or the vLLM connector's metrics_port)")] = None) -> None:
     """Chunks per tier and per namespace in the configured disk and remote tiers."""
     settings = _settings(config)
     report = asyncio.run(collect(settings))
+    if metrics_url:
+        try:
+            report["metrics"] = scrape(metrics_url)
+        except Exception as exc:  # unreachable, not Prometheus text: say so, still print tiers
+            report["metrics_error"] = f"{type(exc).__name__}: {exc}"
     if as_json:
         import json
 
@@ -114,6 +135,13 @@ def stats(config: ConfigOption = None,
             what = ", ".join(f"{k}={ns[k]}" for k in ("model", "dtype", "layout", "tp_rank", "tp_size")
                              if k in ns)
             typer.echo(f"        {ns['id']}  {ns['chunks']:,} chunks  {what}")
+    if "metrics_error" in report:
+        typer.echo(f"metrics {metrics_url}: unavailable ({report['metrics_error']})")
+    for sample in report.get("metrics", []):
+        if sample["name"].endswith("_bucket"):
+            continue
+        labels = ",".join(f"{k}={v}" for k, v in sample["labels"].items())
+        typer.echo(f"{sample['name']}{{{labels}}} {sample['value']:g}")
 
 
 @app.command("clear")

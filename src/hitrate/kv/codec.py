@@ -90,8 +90,9 @@ def _u8() -> Any:
     return torch.uint8
 
 
-def read_header(buf: bytes | memoryview) -> ChunkHeader:
-    """Parses and sanity-checks the header. No checksum, no torch."""
+def read_header(buf: bytes | memoryview, *, whole: bool = True) -> ChunkHeader:
+    """Parses and sanity-checks the header. No checksum, no torch. `whole=False`: `buf`
+    may be the header alone (lossy serdes keep the original header beside new data)."""
     mv = memoryview(buf)
     try:
         (magic, version, code, ndim, axis, layout_len, num_tokens, payload_len,
@@ -114,7 +115,7 @@ def read_header(buf: bytes | memoryview) -> ChunkHeader:
     offset = pos + (-pos % _ALIGN)
     if axis >= max(ndim, 1) or (ndim and shape[axis] != num_tokens):
         raise CorruptChunk("token axis does not match shape")
-    if offset + payload_len != len(mv):
+    if whole and offset + payload_len != len(mv):
         raise CorruptChunk(f"length {len(mv)}, header says {offset + payload_len}")
     return ChunkHeader(version, DTYPES[code], tuple(shape), axis, layout, num_tokens,
                        payload_len, digest, crc, offset)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from hitrate.kv import codec
+from hitrate.kv import codec, metrics
 from hitrate.kv.chunking import KEY_PREFIX, Chunk, ChunkKeyer, KVNamespace
 from hitrate.kv.tiers import DeviceChunk, KVTier
 
@@ -82,6 +82,7 @@ class KVEngine:
         self.store_partial = store_partial
         self.stats = EngineStats()
         self.settings: Any = None  # the KVConfig the engine was built from, when it was
+        self.timings = metrics.Timings()
         self._failing: set[str] = set()
         self._queued: set[str] = set()
         self._queued_lock = threading.Lock()
@@ -95,6 +96,7 @@ class KVEngine:
         self._thread.start()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hitrate-kv-write")
         self._write_manifest()
+        metrics.track(self)
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -105,9 +107,12 @@ class KVEngine:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     async def _call(self, tier: KVTier, what: str, coro: Coroutine[Any, Any, T]) -> T | None:
-        """A tier call whose failure is a miss: counted, logged once per episode."""
+        """A tier call whose failure is a miss: counted, logged once per episode. Reads
+        and writes are timed (`hitrate.kv.metrics`)."""
+        started = time.perf_counter()
         try:
             result = await coro
+            self.timings.observe(tier.name, what, time.perf_counter() - started)
         except Exception as exc:  # any backend failure degrades to a miss
             self.stats.tier_errors += 1
             tier.stats().errors += 1
@@ -220,8 +225,13 @@ class KVEngine:
         tensors = [t if t.device == target else t.to(target) for t, _ in found]
         kv = torch.cat(tensors, dim=self.token_axis)
         per_tier: dict[str, int] = {}
-        for _, name in found:
+        tokens: dict[str, int] = {}
+        for chunk, (_, name) in zip(chunks, found, strict=False):
             per_tier[name] = per_tier.get(name, 0) + 1
+            tokens[name] = tokens.get(name, 0) + chunk.num_tokens
+        for tier in self.tiers:
+            if tier.name in tokens:
+                tier.stats().hit_tokens += tokens[tier.name]
         self.stats.retrieved_bytes += kv.numel() * kv.element_size()
         return KVHit(chunks[len(found) - 1].end, kv, len(found), per_tier)
 
@@ -229,7 +239,9 @@ class KVEngine:
 
     def store(self, tokens: Any, kv: KVSource, *, start: int = 0, wait: bool = False,
               seed: bytes | None = None, partial: bool | None = None) -> int:
-        """Queues the chunks of `tokens` that are not cached yet; returns how many.
+        """Queues the chunks of `tokens` that are not cached yet; returns how many (when
+        the top tier is not local, chunks it already holds are counted here and skipped
+        by the writer: `store` never waits on a remote round trip).
 
         `kv` holds the KV of tokens[start:]: a tensor whose `token_axis` has
         len(tokens) - start entries, or a function (start, end) -> tensor of that token
@@ -248,7 +260,9 @@ class KVEngine:
         if not chunks:
             return 0
         top = self.tiers[0]
-        present = self._run(self._call(top, "contains", top.contains_many([c.key for c in chunks])))
+        present: list[bool] | None = [False] * len(chunks)
+        if top.local:  # cheap; a remote top tier is asked on the writer thread instead
+            present = self._run(self._call(top, "contains", top.contains_many([c.key for c in chunks])))
         present = present or [False] * len(chunks)
         with self._queued_lock:
             todo = [c for c, p in zip(chunks, present, strict=True) if not p and c.key not in self._queued]
@@ -258,22 +272,31 @@ class KVEngine:
             return 0
         slicer = kv if callable(kv) else _slicer(kv, self.token_axis, start)
         self._slots.acquire()
-        future = self._writer.submit(self._write, todo, slicer)
+        future = self._writer.submit(self._write, todo, slicer, top.local)
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
         if wait:
             future.result()
         return len(todo)
 
-    def _write(self, chunks: list[Chunk], slicer: Callable[[int, int], torch.Tensor]) -> None:
+    def _write(self, chunks: list[Chunk], slicer: Callable[[int, int], torch.Tensor],
+               checked: bool) -> None:
         try:
+            todo = chunks
+            if not checked:  # the top tier is remote: skip what it has before encoding
+                top = self.tiers[0]
+                have = self._run(self._call(top, "contains", top.contains_many([c.key for c in chunks])))
+                if have is not None:
+                    todo = [c for c, h in zip(chunks, have, strict=True) if not h]
+                    self.stats.chunks_skipped += len(chunks) - len(todo)
             items = []
-            for chunk in chunks:
+            for chunk in todo:
                 tensor = slicer(chunk.start, chunk.end)
                 items.append((chunk.key, codec.encode(tensor, token_axis=self.token_axis,
                                                       layout=self.namespace.layout,
                                                       key_digest=chunk.digest)))
-            self._run(self._put_all(items))
+            if items:
+                self._run(self._put_all(items))
             self.stats.chunks_written += len(items)
             self.stats.bytes_written += sum(len(v) for _, v in items)
         except Exception:

@@ -190,7 +190,7 @@ def _blend_wanted(engine: KVEngine, prompt: Any) -> bool:
 
 
 def generate(model: Any, tokenizer: Any, prompt: Any, engine: KVEngine, *, store: bool = True,
-             **gen_kwargs: Any) -> Generation:
+             save_decode_cache: bool | None = None, **gen_kwargs: Any) -> Generation:
     """`model.generate` with the prompt's cached prefix loaded from `engine`.
 
     `prompt`: a string (needs `tokenizer`) or token ids. Keyword arguments go to
@@ -199,7 +199,12 @@ def generate(model: Any, tokenizer: Any, prompt: Any, engine: KVEngine, *, store
 
     Prompts with segments (a list of `hitrate.kv.segments.Segment` and fresh text, or,
     when the engine's settings have `blend` on, a string holding `blend_separator`) are
-    blended instead (`hitrate.kv.blend`): segments are reused wherever they sit."""
+    blended instead (`hitrate.kv.blend`): segments are reused wherever they sit.
+
+    `save_decode_cache` (default: the engine's settings, off like LMCache's): also store
+    the KV of the generated tokens, so the next turn of a chat (this prompt + this
+    answer + a new question, as token ids) is a longer prefix hit. Only whole chunks of
+    the answer's KV are stored (a partial chunk could never match a longer prompt)."""
 
     if _blend_wanted(engine, prompt):
         from hitrate.kv import blend
@@ -220,8 +225,15 @@ def generate(model: Any, tokenizer: Any, prompt: Any, engine: KVEngine, *, store
     cache = cache_from_kv(kv, model.config)
     new, text, output = generate_from_cache(model, tokenizer, ids, cache, **gen_kwargs)
     if store:
-        # The cache now also holds generated tokens; store the prompt's part only.
-        engine.store(ids, kv_slicer(cache))
+        engine.store(ids, kv_slicer(cache))  # the prompt (the cache also holds the answer)
+        if save_decode_cache is None:
+            save_decode_cache = bool(engine.settings is not None and engine.settings.save_decode_cache)
+        if save_decode_cache:
+            # The cache holds prompt + answer except the last sampled token (never fed
+            # back). Chunks already stored above are skipped by `store`.
+            seen = [*ids, *new][:cache.get_seq_length()]
+            start = len(ids) // engine.chunk_size * engine.chunk_size
+            engine.store(seen, kv_slicer(cache), start=start, partial=False)
     return Generation(text, new, len(ids), cached, output)
 
 

@@ -14,6 +14,7 @@ key, raise only for real failures, which the engine turns into misses.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -37,6 +38,8 @@ class TierStats:
     read_bytes: int = 0
     corrupt: int = 0
     errors: int = 0
+    hit_tokens: int = 0  # tokens whose KV `retrieve` served from this tier
+    evictions: int = 0
     entries: int | None = None
     bytes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -96,24 +99,37 @@ class KVTier(ABC):
 
 
 class StoreTier(KVTier):
-    """A tier over any `ByteStore`: CPU memory, disk, Redis, S3, ..."""
+    """A tier over any `ByteStore`: CPU memory, disk, Redis, S3, ...
+
+    `serde` (`hitrate.kv.serde`): how chunks are written (default naive); reads accept
+    every serde. Compression runs on a worker thread, never on the I/O loop. `reader`:
+    an object whose `get_many` replaces the store's for reads (Redis bulk reads)."""
 
     def __init__(self, store: ByteStore, *, name: str | None = None, kind: str | None = None,
-                 verify: bool = True, local: bool = False, ttl: float | None = None):
+                 verify: bool = True, local: bool = False, ttl: float | None = None,
+                 serde: str = "naive", reader: Any = None):
+        from hitrate.kv import serde as serdes
+
         self.store = store
+        self.reader = reader  # a faster bulk `get_many` (kv.redis_reader), or None
         self.name = name or store.name
         self.kind = kind or store.name
         self.verify = verify
         self.local = local
         self.ttl = ttl
+        self.serde = serdes.get(serde)
         self._stats = TierStats(self.name, self.kind)
 
     async def get_many(self, keys: Sequence[str]) -> list[Any | None]:
-        values = await self.store.get_many(keys)
+        from hitrate.kv import serde
+
+        values = await (self.reader or self.store).get_many(keys)
         hits = [v for v in values if v is not None]
         self._stats.hits += len(hits)
         self._stats.misses += len(values) - len(hits)
         self._stats.read_bytes += sum(len(v) for v in hits)
+        if any(serde.is_wrapped(v) for v in hits):
+            values = await asyncio.to_thread(lambda: [v if v is None else serde.loads(v) for v in values])
         return values
 
     async def contains_many(self, keys: Sequence[str]) -> list[bool]:
@@ -123,6 +139,9 @@ class StoreTier(KVTier):
         return [v is not None for v in await self.store.get_many(keys)]
 
     async def put_many(self, items: Sequence[tuple[str, Any]]) -> None:
+        if self.serde.name != "naive":
+            dumps = self.serde.dumps
+            items = await asyncio.to_thread(lambda: [(key, dumps(value)) for key, value in items])
         await self.store.set_many([(key, value, self.ttl) for key, value in items])
         self._stats.puts += len(items)
         self._stats.put_bytes += sum(len(v) for _, v in items)
@@ -136,10 +155,12 @@ class StoreTier(KVTier):
     def stats(self) -> TierStats:
         s = self.store.stats()
         self._stats.entries, self._stats.bytes = s.entries, s.bytes
-        self._stats.extra["evictions"] = s.evictions
+        self._stats.extra["evictions"] = self._stats.evictions = s.evictions
         return self._stats
 
     async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
         await self.store.close()
 
 
@@ -209,6 +230,7 @@ class GPUTier(KVTier):
             while self._bytes > self.max_bytes:
                 _, evicted = self._data.popitem(last=False)
                 self._bytes -= evicted.header.payload_len
+                self._stats.evictions += 1
 
     async def delete(self, key: str) -> bool:
         value = self._data.pop(key, None)

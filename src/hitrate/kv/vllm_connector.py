@@ -7,9 +7,12 @@
         "kv_connector_extra_config": {"remote_url": "redis://127.0.0.1:6379/0"}}'
 
 `kv_connector_extra_config` takes any field of the `kv:` config section (chunk_size,
-cpu_size_mb, disk_dir, remote_url, ...), plus `config` (a hitrate config file whose
-`kv:` section is the base) and `model_id` (default: the served model path and
-revision). HITRATE_KV_* environment variables win over both. vLLM's own prefix cache
+cpu_size_mb, disk_dir, remote_url, ...) or LMCache's names for them (local_cpu,
+max_local_cpu_size, remote_serde, ...; also as "lmcache.<field>"), plus `config` (a
+hitrate config file whose `kv:` section is the base), `model_id` (default: the served
+model path and revision) and `metrics_port`; any other key is an error naming it
+(`hitrate.kv.settings.connector_settings`). LMCACHE_CONFIG_FILE, LMCACHE_<FIELD> and
+HITRATE_KV_* environment variables win over it. vLLM's own prefix cache
 may stay on: hitrate is asked only for tokens beyond what vLLM already holds (the tests
 run with it off, so that every cached token provably came through hitrate).
 
@@ -86,6 +89,8 @@ class _Tracked:
     block_ids: list[int]
     loaded_end: int = 0
     saved: bool = False
+    request: Any = None  # vLLM's Request (its all_token_ids grows as tokens are sampled)
+    decode_saved_end: int = 0  # save_decode_cache: chunk-aligned end of what was saved
 
 
 _engines: dict[tuple[Any, ...], KVEngine] = {}
@@ -107,17 +112,6 @@ def shared_engine(namespace: KVNamespace, settings: Any) -> KVEngine:
         return engine
 
 
-def _settings(extra: dict[str, Any]) -> Any:
-    from hitrate.config import KVConfig, load_config
-    from hitrate.kv.settings import resolve_settings
-
-    base: dict[str, Any] = {}
-    if extra.get("config"):
-        base = load_config(extra["config"]).kv.model_dump()
-    base.update({k: v for k, v in extra.items() if k in KVConfig.model_fields})
-    return resolve_settings(base)
-
-
 def _layer_order(name: str) -> tuple[int, str]:
     numbers = re.findall(r"\.(\d+)\.", name)
     return (int(numbers[0]) if numbers else -1, name)
@@ -136,7 +130,9 @@ class HitrateConnector(KVConnectorBase_V1):
                  kv_cache_config: KVCacheConfig | None = None):
         super().__init__(vllm_config=vllm_config, role=role, kv_cache_config=kv_cache_config)
         extra = dict(self._kv_transfer_config.kv_connector_extra_config or {})
-        self.settings = _settings(extra)
+        from hitrate.kv.settings import connector_settings
+
+        self.settings = connector_settings(extra)
         if self.settings.blend:
             # Nearest real thing: vLLM computes a request's tokens from num_computed_tokens
             # on, so a connector can only supply a prefix; segments after fresh text would
@@ -165,8 +161,13 @@ class HitrateConnector(KVConnectorBase_V1):
                                      layout=f"vllm:{current_platform.device_type}:bs{self.block_size}:LTHC",
                                      tp_rank=tp_rank, tp_size=tp_size)
         self.engine = shared_engine(self.namespace, self.settings)
+        if extra.get("metrics_port"):
+            from hitrate.kv.metrics import serve
+
+            serve(int(extra["metrics_port"]))
         # scheduler side
         self._tracked: dict[str, _Tracked] = {}
+        self._requests: dict[str, Any] = {}  # save_decode_cache: request id -> Request
         self._load_plan: dict[str, int] = {}  # request id -> external tokens to load
         # worker side
         self._kv_caches: dict[str, torch.Tensor] = {}
@@ -204,13 +205,16 @@ class HitrateConnector(KVConnectorBase_V1):
         build_connector_meta, where the scheduled request carries local + external.)"""
         if num_external_tokens > 0:
             self._load_plan[request.request_id] = num_external_tokens
+        if self.settings.save_decode_cache:
+            self._requests[request.request_id] = request
 
     def build_connector_meta(self, scheduler_output: SchedulerOutput) -> KVConnectorMetadata:
         """Scheduler, once per step: which loads and saves the workers do this step."""
         meta = HitrateConnectorMetadata()
         scheduled = scheduler_output.num_scheduled_tokens
         for new in scheduler_output.scheduled_new_reqs:
-            tracked = _Tracked(list(new.prompt_token_ids or []), list(new.block_ids[0]))
+            tracked = _Tracked(list(new.prompt_token_ids or []), list(new.block_ids[0]),
+                               request=self._requests.pop(new.req_id, None))
             self._tracked[new.req_id] = tracked
             external = self._load_plan.pop(new.req_id, None)
             if external is not None:
@@ -232,11 +236,32 @@ class HitrateConnector(KVConnectorBase_V1):
                     tracked.saved = False  # preempted: its blocks were freed
                 else:
                     tracked.block_ids.extend(new_ids[0])
-            self._maybe_save(meta, req_id, tracked, cached.num_computed_tokens[i] + scheduled.get(req_id, 0))
+            computed = cached.num_computed_tokens[i] + scheduled.get(req_id, 0)
+            self._maybe_save(meta, req_id, tracked, computed)
+            self._maybe_save_decode(meta, req_id, tracked, computed)
         for req_id in scheduler_output.finished_req_ids:
             self._tracked.pop(req_id, None)
             self._load_plan.pop(req_id, None)
+            self._requests.pop(req_id, None)
         return meta
+
+    def _maybe_save_decode(self, meta: HitrateConnectorMetadata, req_id: str, tracked: _Tracked,
+                           computed_after_step: int) -> None:
+        """save_decode_cache: once the KV of generated tokens fills a whole chunk, save it
+        (the blocks are still the request's; whole chunks only: a partial one could never
+        match a longer prompt). Saved during the step that completes the chunk."""
+        if tracked.request is None or not tracked.saved:
+            return
+        chunk = self.settings.chunk_size
+        end = computed_after_step // chunk * chunk
+        start = max(tracked.decode_saved_end, len(tracked.tokens) // chunk * chunk)
+        if end <= start:
+            return
+        tokens = list(tracked.request.all_token_ids[:end])
+        if len(tokens) < end or len(tracked.block_ids) * self.block_size < end:
+            return  # not all known yet (should not happen: computed tokens are known)
+        tracked.decode_saved_end = end
+        meta.saves.append(SaveSpec(req_id, tokens, start, tracked.block_ids))
 
     def _maybe_save(self, meta: HitrateConnectorMetadata, req_id: str, tracked: _Tracked,
                     computed_after_step: int) -> None:
@@ -254,6 +279,7 @@ class HitrateConnector(KVConnectorBase_V1):
         blocks can be freed now."""
         self._tracked.pop(request.request_id, None)
         self._load_plan.pop(request.request_id, None)
+        self._requests.pop(request.request_id, None)
         return False, None
 
     # -- worker side -------------------------------------------------------------
