@@ -106,7 +106,7 @@ class CachingProxy:
         share an entry or an in-flight upstream call."""
         try:
             body, controls, upstream = self._parse(kind, raw_body, headers, resolve)
-            forwarded = {name: headers[name] for name in kind.forwarded_headers if name in headers}
+            forwarded = _forwarded(kind, headers)
             if kind.batched:
                 response = await self._batched(kind, body, controls, upstream, scope)
             else:
@@ -156,7 +156,7 @@ class CachingProxy:
             return ProxyResponse.error(APIError(404, "no configured model serves this route",
                                                 "invalid_request_error", "model_not_found",
                                                 "model"), kind)
-        forwarded = {name: headers[name] for name in kind.forwarded_headers if name in headers}
+        forwarded = _forwarded(kind, headers)
         upstream_path = path.removeprefix("/v1")
         try:
             reply = await upstream.forward(kind, method, upstream_path, raw_body, forwarded, query)
@@ -318,6 +318,11 @@ class CachingProxy:
         headers = {**JSON_HEADERS, **extra_headers, **cache_headers(status, key, age),
                    "x-hitrate-cache-items-hit": f"{len(items) - len(missing)}/{len(items)}"}
         return ProxyResponse(200, headers, orjson.dumps(response))
+
+
+def _forwarded(kind: EndpointKind, headers: Mapping[str, str]) -> dict[str, str]:
+    """The client headers this kind's API forwards upstream (and keys on)."""
+    return {name: headers[name] for name in kind.forwarded_headers if name in headers}
 
 
 def _json_object(content: bytes) -> dict[str, Any] | None:
