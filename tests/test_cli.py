@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -24,8 +27,31 @@ def _hitrate() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "hitrate.cli"]
 
 
-def test_serve_proxies_and_caches(tmp_path, upstream):
+@contextlib.contextmanager
+def serving(config: Path) -> Iterator[str]:
+    """`hitrate serve --config CONFIG` on a free port, until /health answers; its URL."""
     port = _free_port()
+    proc = subprocess.Popen([*_hitrate(), "serve", "--config", str(config), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.05)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_serve_proxies_and_caches(tmp_path, upstream):
     config = tmp_path / "config.yaml"
     config.write_text(f"""
 model_list:
@@ -38,26 +64,12 @@ litellm_settings:
   cache: true
   cache_params: {{type: disk, disk_cache_dir: {tmp_path / 'cache'}}}
 """)
-    proc = subprocess.Popen([*_hitrate(), "serve", "--config", str(config), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.05)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+    with serving(config) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
         statuses = [client.chat.completions.with_raw_response.create(
             model="gpt-test", messages=[{"role": "user", "content": "cli"}]
         ).headers["x-hitrate-cache"] for _ in range(2)]
         assert statuses == ["miss", "hit"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 def test_demo_runs_offline():

@@ -29,6 +29,7 @@ from hitrate import keys as cache_keys
 from hitrate.errors import APIError, bad_request
 from hitrate.gateway.access import admin_denied
 from hitrate.gateway.state import state_of
+from hitrate.key_settings import KeySettings
 from hitrate.metrics import OUTCOMES
 
 if TYPE_CHECKING:
@@ -239,8 +240,9 @@ def admin_routes() -> list[Route]:
             raise bad_request("`name` must be a string", "name")
         if key is not None and (not isinstance(key, str) or len(key) < 8):
             raise bad_request("`key` must be a string of at least 8 characters", "key")
+        settings = _key_settings(body.get("cache"), state.config.shared_namespaces)
         try:
-            secret, record = state.keys.create(tenant, shared, name, key)
+            secret, record = state.keys.create(tenant, shared, name, key, settings)
         except ValueError as exc:
             raise APIError(409, str(exc), "invalid_request_error", "key_exists") from None
         return json_response(201, {"key": secret, **record.public()})
@@ -284,6 +286,30 @@ def admin_routes() -> list[Route]:
         Route("/costs/models/{model:path}", admin(cost_of_model), methods=["GET"]),
         Route("/costs/refresh", admin(refresh_prices), methods=["POST"]),
     ]
+
+
+def _key_settings(value: Any, shared_namespaces: list[str]) -> KeySettings | None:
+    """`POST /keys`'s `cache` object, checked like the config's `keys[].cache`."""
+    if value is None:
+        return None
+    from pydantic import ValidationError
+
+    from hitrate.config import KeyCacheConfig
+
+    try:
+        parsed = KeyCacheConfig.model_validate(value)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+        raise bad_request(f"cache{'.' + where if where else ''}: {message}",
+                          "cache" + (f".{where}" if where else "")) from None
+    for field in ("shared_read", "shared_write"):
+        unknown = set(getattr(parsed, field) or ()) - set(shared_namespaces)
+        if unknown:
+            raise bad_request(f"cache.{field}: {sorted(unknown)[0]!r} is not a shared namespace",
+                              f"cache.{field}")
+    return KeySettings.from_mapping(parsed.model_dump())
 
 
 def _json_body(raw: bytes) -> dict[str, Any]:

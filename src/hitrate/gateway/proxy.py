@@ -26,6 +26,7 @@ from hitrate.entry import Entry
 from hitrate.errors import APIError, bad_request, error_body
 from hitrate.gateway import schemas
 from hitrate.gateway.upstream import UpstreamReply, UpstreamStream
+from hitrate.key_settings import ControlForbidden, KeySettings, effective_controls
 from hitrate.kinds import EndpointKind
 from hitrate.metrics import UPSTREAM_BUCKETS, Histogram
 
@@ -95,13 +96,17 @@ class CachingProxy:
         self.stats = ProxyStats()
 
     async def handle(self, kind: EndpointKind, raw_body: bytes, headers: Mapping[str, str],
-                     resolve: Resolver, *, scope: str = "") -> ProxyResponse:
+                     resolve: Resolver, *, scope: str = "",
+                     settings: KeySettings | None = None) -> ProxyResponse:
         """Never raises for bad input or upstream trouble: those become error responses.
 
         `scope` isolates cache entries (a tenant); requests in different scopes never
-        share an entry or an in-flight upstream call."""
+        share an entry or an in-flight upstream call. `settings` are the caller's key's
+        cache settings, applied to the request's controls."""
         try:
             body, controls, upstream = self._parse(kind, raw_body, headers, resolve)
+            if settings is not None:
+                controls = self._allowed(controls, settings)
             if kind.batched:
                 response = await self._batched(kind, body, controls, upstream, scope)
             else:
@@ -130,6 +135,18 @@ class CachingProxy:
                            "configured on this gateway", "invalid_request_error",
                            "model_not_found", "model")
         return body, controls, upstream
+
+    def _allowed(self, controls: Controls, settings: KeySettings) -> Controls:
+        cache = self.cache
+        if cache is None:
+            return controls
+        try:
+            return effective_controls(controls, settings, default_ttl=cache.default_ttl,
+                                      default_namespace=cache.namespace,
+                                      shared_namespaces=cache.shared_namespaces)
+        except ControlForbidden as exc:
+            raise APIError(403, str(exc), "permission_error", "cache_control_forbidden",
+                           f"cache.{exc.control}") from None
 
     # -- one answer per request (chat, completions, ...) ---------------------------
 
