@@ -319,6 +319,11 @@ class MetricsConfig(_Section):
     enabled: bool = True
     require_key: bool = False  # /metrics open (like most exporters) unless set
     history_interval: float = Field(default=5.0, gt=0, description="dashboard sample period")
+    tenant_label: bool = False  # hitrate_tenant_* series, one per tenant (bounded below)
+    tenant_label_limit: int = Field(default=50, ge=1, le=1000, description="tenants with "
+                                    "their own series; the rest are summed as (other)")
+    namespace_label: bool = True  # false: savings series by model only (namespaces are
+    #                               chosen by clients and may say more than they should)
 
 
 class Config(_Section):

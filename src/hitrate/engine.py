@@ -30,6 +30,7 @@ from hitrate.costs.savings import Savings
 from hitrate.entry import CorruptEntry, Entry, decode, encode
 from hitrate.metrics import LOOKUP_BUCKETS, Histogram
 from hitrate.stores.base import ByteStore
+from hitrate.tenants import TenantSavings
 
 if TYPE_CHECKING:
     from hitrate.costs.prices import PriceMap
@@ -55,6 +56,7 @@ class Plan:
     semantic_text: str | None = None
     semantic_scope: str | None = None
     vector: Any = None
+    tenant: str | None = None  # who asked, for per-tenant savings (not part of the key)
 
     @property
     def status_if_not_hit(self) -> str:
@@ -173,6 +175,10 @@ class CacheStats:
     backend_errors_by_op: Counter[str] = field(default_factory=Counter)
     lookup_seconds: Histogram = field(default_factory=lambda: Histogram(LOOKUP_BUCKETS))
     savings: Savings = field(default_factory=Savings)  # tokens, money, latency per hit
+    tenants: TenantSavings = field(init=False)  # the same, per tenant
+
+    def __post_init__(self) -> None:
+        self.tenants = TenantSavings(self.savings)
 
 
 class ResponseCache:
@@ -223,12 +229,15 @@ class ResponseCache:
 
     def plan(
         self, kind: EndpointKind | str, request: dict[str, Any], controls: Controls, *,
-        scope: str = ""
+        scope: str = "", tenant: str | None = None
     ) -> Plan:
-        """`request` is the body without the `cache` object; the key is its canonical form."""
+        """`request` is the body without the `cache` object; the key is its canonical form.
+        `tenant` only labels the stats (`scope` is what isolates entries)."""
         kind = kinds.get(kind) if isinstance(kind, str) else kind
         canonical = keys.canonical_request(request, kind.excluded_fields)
-        return self._plan_canonical(kind, canonical, request, controls, scope=scope)
+        plan = self._plan_canonical(kind, canonical, request, controls, scope=scope)
+        plan.tenant = tenant
+        return plan
 
     def _plan_canonical(
         self,
@@ -395,6 +404,11 @@ class ResponseCache:
         self.stats.stores += len(items)
         return len(items)
 
+    def _saved(self, plan: Plan, entry: Entry, latency_ms: float | None = None) -> None:
+        self.stats.savings.record(plan.namespace, entry, latency_ms)
+        if plan.tenant is not None:
+            self.stats.tenants.record(plan.tenant, plan.namespace, entry, latency_ms)
+
     def count_batch(self, plans: Sequence[Plan], entries: Sequence[Entry | None],
                     bypassed: bool) -> None:
         """Stats for a batch looked up with `get_many` (embedding inputs): each found
@@ -408,17 +422,19 @@ class ResponseCache:
             self.stats.misses += missing
         saved = max((e.upstream_latency_ms for _, e in found), default=0.0) if not missing else 0.0
         for i, (plan, entry) in enumerate(found):
-            self.stats.savings.record(plan.namespace, entry, latency_ms=saved if i == 0 else 0.0)
+            self._saved(plan, entry, latency_ms=saved if i == 0 else 0.0)
 
     async def lookup_batch(self, kind: EndpointKind, request: dict[str, Any], field: str,
                            items: Sequence[Any], controls: Controls, *,
-                           scope: str = "") -> BatchLookup:
+                           scope: str = "", tenant: str | None = None) -> BatchLookup:
         """One entry per item of `request[field]` (embedding inputs): each keyed by the
         rest of the request plus that item. Counted here: found items are hits."""
         base = {k: v for k, v in request.items() if k != field}
         canonical_base = keys.canonical_request(base, kind.excluded_fields)
         plans = [self._plan_canonical(kind, {**canonical_base, field: item}, base, controls,
                                       scope=scope) for item in items]
+        for plan in plans:
+            plan.tenant = tenant
         entries = await self.get_many(plans) if not controls.no_cache else [None] * len(plans)
         self.count_batch(plans, entries, bypassed=controls.no_cache)
         return BatchLookup(self, plans, entries, controls.no_cache)
@@ -437,7 +453,7 @@ class ResponseCache:
             entry = await self.get(plan)
             if entry is not None:
                 self.stats.hits += 1
-                self.stats.savings.record(plan.namespace, entry)
+                self._saved(plan, entry)
                 return Lookup(entry=entry)
             flight = self._inflight.get(plan.key) if self.coalesce else None
             if flight is not None:
@@ -447,7 +463,7 @@ class ResponseCache:
                     self.stats.hits += 1
                     self.stats.coalesced += 1
                     # Tokens and money saved; the latency was mostly waited out.
-                    self.stats.savings.record(plan.namespace, entry, latency_ms=0.0)
+                    self._saved(plan, entry, latency_ms=0.0)
                     return Lookup(entry=entry, coalesced=True)
                 self.stats.misses += 1
                 return Lookup(pending=Pending(self, plan, None))
@@ -507,7 +523,7 @@ class ResponseCache:
             self.stats.hits += 1
             self.stats.semantic_hits += 1
             semantic.stats.hits += 1
-            self.stats.savings.record(plan.namespace, entry)
+            self._saved(plan, entry)
             return Lookup(entry=entry, similarity=match.score)
         return None
 

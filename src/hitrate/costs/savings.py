@@ -30,6 +30,14 @@ class SavingsRow:
     latency_ms: float = 0.0
     unpriced_hits: int = 0  # hits whose model has no known price (cost counted as 0)
 
+    def add(self, other: SavingsRow) -> None:
+        self.hits += other.hits
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost_usd += other.cost_usd
+        self.latency_ms += other.latency_ms
+        self.unpriced_hits += other.unpriced_hits
+
     def as_dict(self) -> dict[str, Any]:
         return {"hits": self.hits, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "cost_usd": self.cost_usd,
@@ -107,10 +115,5 @@ class Savings:
     def totals(self) -> SavingsRow:
         total = SavingsRow()
         for row in self.rows.values():
-            total.hits += row.hits
-            total.prompt_tokens += row.prompt_tokens
-            total.completion_tokens += row.completion_tokens
-            total.cost_usd += row.cost_usd
-            total.latency_ms += row.latency_ms
-            total.unpriced_hits += row.unpriced_hits
+            total.add(row)
         return total

@@ -2,6 +2,7 @@
 virtual keys, price map. Thin handlers over the engine, the key ring and the price map.
 
     GET    /cache/stats                  everything the dashboard and `hitrate stats` show
+                                         (a tenant's key: its own numbers, tenant_stats.py)
     GET    /cache/entries/{key}          one entry (metadata + response)
     DELETE /cache/entries/{key}
     POST   /cache/delete   {"keys": []}  (LiteLLM's route)
@@ -27,6 +28,7 @@ from starlette.routing import Route
 
 from hitrate import keys as cache_keys
 from hitrate.errors import APIError, bad_request
+from hitrate.gateway import tenant_stats
 from hitrate.gateway.access import admin_denied
 from hitrate.gateway.state import state_of
 from hitrate.key_settings import KeySettings
@@ -51,14 +53,17 @@ def error_response(exc: APIError) -> Response:
 # -- the stats document ---------------------------------------------------------------
 
 
-def counters(state: GatewayState) -> dict[str, float]:
-    """Cumulative numbers, sampled for the dashboard's time series."""
+def counters(state: GatewayState) -> dict[str, Any]:
+    """Cumulative numbers, sampled for the dashboard's time series (`tenants`: the
+    per-tenant ones, see `tenant_stats`)."""
+    from hitrate.gateway.tenant_stats import history_sample
+
     by_outcome = dict.fromkeys(OUTCOMES, 0)
     for (_, outcome), n in state.proxy.stats.requests.items():
         by_outcome[outcome] = by_outcome.get(outcome, 0) + n
-    sample: dict[str, float] = {"t": time.time(), "requests": sum(by_outcome.values()),
-                                **by_outcome, "cost_usd": 0.0, "latency_seconds": 0.0,
-                                "tokens": 0}
+    sample: dict[str, Any] = {"t": time.time(), "requests": sum(by_outcome.values()),
+                              **by_outcome, "cost_usd": 0.0, "latency_seconds": 0.0,
+                              "tokens": 0, "tenants": history_sample(state)}
     if state.cache is not None:
         total = state.cache.stats.savings.totals()
         sample.update(cost_usd=total.cost_usd, latency_seconds=total.latency_ms / 1000,
@@ -165,9 +170,6 @@ def admin_routes() -> list[Route]:
             raise bad_request("not a hitrate cache key (they start with `hitrate:`)", "key")
         return key
 
-    async def stats(request: Request, state: GatewayState) -> Response:
-        return json_response(200, stats_payload(state))
-
     async def get_entry(request: Request, state: GatewayState) -> Response:
         key = own_key(request.path_params["key"])
         entry = await need_cache(state).inspect(key)
@@ -270,7 +272,7 @@ def admin_routes() -> list[Route]:
         return json_response(200 if result.ok else 502, result.as_dict())
 
     return [
-        Route("/cache/stats", admin(stats), methods=["GET"]),
+        Route("/cache/stats", tenant_stats.stats, methods=["GET"]),  # tenants: their own
         Route("/cache/entries/{key}", admin(get_entry), methods=["GET"]),
         Route("/cache/entries/{key}", admin(delete_entry), methods=["DELETE"]),
         Route("/cache/delete", admin(delete_many), methods=["POST"]),

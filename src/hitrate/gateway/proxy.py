@@ -29,6 +29,7 @@ from hitrate.gateway.upstream import UpstreamReply, UpstreamStream
 from hitrate.key_settings import ControlForbidden, KeySettings, effective_controls
 from hitrate.kinds import EndpointKind
 from hitrate.metrics import UPSTREAM_BUCKETS, Histogram
+from hitrate.tenants import TenantRequests
 
 SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache",
                "x-accel-buffering": "no"}
@@ -88,6 +89,7 @@ class ProxyStats:
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, outcome)
     upstream_seconds: dict[str, Histogram] = field(default_factory=lambda: {
         name: Histogram(UPSTREAM_BUCKETS) for name in kinds.table()})
+    tenants: TenantRequests = field(default_factory=TenantRequests)  # outcomes per tenant
 
 
 class CachingProxy:
@@ -97,25 +99,28 @@ class CachingProxy:
 
     async def handle(self, kind: EndpointKind, raw_body: bytes, headers: Mapping[str, str],
                      resolve: Resolver, *, scope: str = "",
-                     settings: KeySettings | None = None) -> ProxyResponse:
+                     settings: KeySettings | None = None,
+                     tenant: str | None = None) -> ProxyResponse:
         """Never raises for bad input or upstream trouble: those become error responses.
 
         `scope` isolates cache entries (a tenant); requests in different scopes never
         share an entry or an in-flight upstream call. `settings` are the caller's key's
-        cache settings, applied to the request's controls."""
+        cache settings, applied to the request's controls; `tenant` labels its stats."""
         try:
             body, controls, upstream = self._parse(kind, raw_body, headers, resolve)
             if settings is not None:
                 controls = self._allowed(controls, settings)
             if kind.batched:
-                response = await self._batched(kind, body, controls, upstream, scope)
+                response = await self._batched(kind, body, controls, upstream, scope, tenant)
             else:
-                response = await self._generate(kind, body, controls, upstream, scope)
+                response = await self._generate(kind, body, controls, upstream, scope, tenant)
         except APIError as exc:
             response = ProxyResponse.error(exc, kind)
         outcome = "error" if response.status >= 400 else response.headers.get("x-hitrate-cache",
                                                                                "bypass")
         self.stats.requests[kind.name, outcome] += 1
+        if tenant is not None:
+            self.stats.tenants.count(tenant, outcome)
         return response
 
     def _parse(self, kind: EndpointKind, raw_body: bytes, headers: Mapping[str, str],
@@ -151,14 +156,15 @@ class CachingProxy:
     # -- one answer per request (chat, completions, ...) ---------------------------
 
     async def _generate(self, kind: EndpointKind, body: dict[str, Any], controls: Controls,
-                        upstream: Upstream, scope: str) -> ProxyResponse:
+                        upstream: Upstream, scope: str,
+                        tenant: str | None = None) -> ProxyResponse:
         streaming = body.get("stream") is True and kind.streams()
         cache = self.cache
         pending: Pending | None = None
         if cache is None or not cache.enabled_for(controls):
             headers = cache_headers("bypass")
         else:
-            plan = cache.plan(kind, body, controls, scope=scope)
+            plan = cache.plan(kind, body, controls, scope=scope, tenant=tenant)
             found = await cache.lookup(plan)
             if found.entry is not None:
                 return self._serve_hit(plan, found.entry, body, streaming, found.similarity)
@@ -257,12 +263,14 @@ class CachingProxy:
     # -- one entry per input item (embeddings) -------------------------------------
 
     async def _batched(self, kind: EndpointKind, body: dict[str, Any], controls: Controls,
-                       upstream: Upstream, scope: str) -> ProxyResponse:
+                       upstream: Upstream, scope: str,
+                       tenant: str | None = None) -> ProxyResponse:
         cache = self.cache
         if cache is None or not cache.enabled_for(controls):
             return await self._fetch(kind, body, upstream, cache_headers("bypass"), None)
         items, single = _split_input(body["input"])
-        batch = await cache.lookup_batch(kind, body, "input", items, controls, scope=scope)
+        batch = await cache.lookup_batch(kind, body, "input", items, controls, scope=scope,
+                                         tenant=tenant)
         missing = batch.missing
         status, age = batch.status, batch.age()  # before `fill` completes the batch
         model = body["model"]

@@ -32,7 +32,8 @@ async def api_endpoint(request: Request, kind: EndpointKind) -> Response | Proxy
     try:
         response = await state.proxy.handle(kind, body, request.headers, state.router.resolve,
                                             scope=principal.scope,
-                                            settings=principal.settings)
+                                            settings=principal.settings,
+                                            tenant=principal.tenant)
     except Exception:
         log.exception("unexpected error handling %s", request.url.path)
         response = ProxyResponse.error(APIError(500, "internal gateway error", "server_error",
