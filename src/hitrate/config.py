@@ -326,6 +326,27 @@ class MetricsConfig(_Section):
     #                               chosen by clients and may say more than they should)
 
 
+class TracingConfig(_Section):
+    """OpenTelemetry traces (`hitrate.tracing`; needs the `otel` extra). Unset fields
+    follow the standard OTEL_* environment variables."""
+
+    enabled: bool | None = None  # None: on if OTEL_TRACES_EXPORTER / _OTLP_ENDPOINT say so
+    exporter: Literal["otlp", "console", "none"] | None = None  # default OTEL_TRACES_EXPORTER
+    protocol: Literal["http/protobuf", "grpc"] | None = None  # default OTEL_EXPORTER_OTLP_PROTOCOL
+    endpoint: str | None = None  # default OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT
+    service_name: str | None = None  # default OTEL_SERVICE_NAME, then "hitrate"
+    sample_ratio: float = Field(default=1.0, ge=0, le=1, description="of new traces (a "
+                                "client's sampled traceparent is always followed)")
+    capture_prompts: bool = False  # add the request body (truncated) to the request span
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
 class Config(_Section):
     models: list[ModelConfig] = Field(default_factory=list)
     cache: CacheConfig = Field(default_factory=CacheConfig)
@@ -337,6 +358,7 @@ class Config(_Section):
     shared_namespaces: list[str] = Field(default_factory=list)
     costs: CostsConfig = Field(default_factory=CostsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    tracing: TracingConfig | None = None
 
     @model_validator(mode="after")
     def _keys(self) -> Config:

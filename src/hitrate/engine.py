@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hitrate import keys, kinds
+from hitrate import keys, kinds, tracing
 from hitrate.controls import Controls, Mode
 from hitrate.costs.savings import Savings
 from hitrate.entry import CorruptEntry, Entry, decode, encode
@@ -376,6 +376,10 @@ class ResponseCache:
 
     async def _write(self, plan: Plan, entry: Entry) -> bool:
         """Stores an answer that already passed the policy."""
+        with tracing.span("hitrate.cache.store"):
+            return await self._write_traced(plan, entry)
+
+    async def _write_traced(self, plan: Plan, entry: Entry) -> bool:
         item = self._encode_for(plan, entry)
         try:
             await self.store.set(*item)
@@ -396,7 +400,8 @@ class ResponseCache:
         if not items:
             return 0
         try:
-            await self.store.set_many(items)
+            with tracing.span("hitrate.cache.store"):
+                await self.store.set_many(items)
         except Exception as exc:
             self._backend_error("set_many", exc)
             return 0
@@ -435,7 +440,11 @@ class ResponseCache:
                                       scope=scope) for item in items]
         for plan in plans:
             plan.tenant = tenant
-        entries = await self.get_many(plans) if not controls.no_cache else [None] * len(plans)
+        if controls.no_cache:
+            entries: list[Entry | None] = [None] * len(plans)
+        else:
+            with tracing.span("hitrate.cache.exact_lookup"):
+                entries = await self.get_many(plans)
         self.count_batch(plans, entries, bypassed=controls.no_cache)
         return BatchLookup(self, plans, entries, controls.no_cache)
 
@@ -450,7 +459,8 @@ class ResponseCache:
         again, so one bad upstream answer cannot chain N requests one after another.
         """
         if plan.lookup:
-            entry = await self.get(plan)
+            with tracing.span("hitrate.cache.exact_lookup"):
+                entry = await self.get(plan)
             if entry is not None:
                 self.stats.hits += 1
                 self._saved(plan, entry)
@@ -506,9 +516,13 @@ class ResponseCache:
         if semantic is None or plan.semantic_text is None or plan.semantic_scope is None:
             return None
         try:
-            plan.vector = await semantic.vector(plan.semantic_text)
-            candidates = await semantic.candidates(plan.semantic_text, plan.semantic_scope,
-                                                   plan.vector)
+            with tracing.span("hitrate.semantic.embed"):
+                plan.vector = await semantic.vector(plan.semantic_text)
+            with tracing.span("hitrate.semantic.search"):  # vector search + verification
+                candidates = await semantic.candidates(plan.semantic_text, plan.semantic_scope,
+                                                       plan.vector)
+                if tracing.active():
+                    tracing.set_attributes({"hitrate.semantic.candidates": len(candidates)})
         except Exception as exc:
             self._semantic_error("lookup", exc)
             return None

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from hitrate import kinds
+from hitrate import kinds, tracing
 from hitrate.controls import ControlError, Controls, parse_controls
 from hitrate.engine import Pending, Plan, ResponseCache
 from hitrate.entry import Entry
@@ -163,8 +163,12 @@ class CachingProxy:
         pending: Pending | None = None
         if cache is None or not cache.enabled_for(controls):
             headers = cache_headers("bypass")
+            if tracing.active():
+                tracing.describe_request(kind.name, body)
         else:
             plan = cache.plan(kind, body, controls, scope=scope, tenant=tenant)
+            if tracing.active():
+                tracing.describe_request(kind.name, body, plan.namespace, plan.key)
             found = await cache.lookup(plan)
             if found.entry is not None:
                 return self._serve_hit(plan, found.entry, body, streaming, found.similarity)
@@ -188,7 +192,10 @@ class CachingProxy:
     async def _fetch(self, kind: EndpointKind, body: dict[str, Any], upstream: Upstream,
                      headers: dict[str, str], pending: Pending | None) -> ProxyResponse:
         try:
-            reply = await upstream.post(kind.upstream_path, body)
+            with tracing.span("hitrate.upstream", client=True):
+                reply = await upstream.post(kind.upstream_path, body)
+                if tracing.active():
+                    tracing.set_attributes({"http.response.status_code": reply.status})
         except BaseException:
             if pending is not None:
                 pending.abandon()
@@ -206,13 +213,19 @@ class CachingProxy:
     async def _stream(self, kind: EndpointKind, body: dict[str, Any], upstream: Upstream,
                       headers: dict[str, str], pending: Pending | None) -> ProxyResponse:
         manager = upstream.stream(kind.upstream_path, body)
-        try:
-            up = await manager.__aenter__()
-        except BaseException:
+        failure: BaseException | None = None
+        with tracing.span("hitrate.upstream", client=True, end=False) as upstream_span:
+            try:
+                up = await manager.__aenter__()
+            except BaseException as exc:
+                failure = exc
+        if failure is not None:
+            tracing.finish(upstream_span, type(failure).__name__)
             if pending is not None:
                 pending.abandon()
-            raise
+            raise failure
         if up.status != 200:
+            tracing.finish(upstream_span, f"HTTP {up.status}")
             await manager.__aexit__(None, None, None)
             if pending is not None:
                 pending.abandon()
@@ -225,6 +238,7 @@ class CachingProxy:
             if not closed:
                 closed = True
                 self.stats.upstream_seconds[kind.name].observe(time.perf_counter() - up.started)
+                tracing.finish(upstream_span)
             if pending is not None:
                 pending.abandon()  # no-op once stored; releases waiters otherwise
             with contextlib.suppress(Exception):
@@ -269,6 +283,8 @@ class CachingProxy:
         if cache is None or not cache.enabled_for(controls):
             return await self._fetch(kind, body, upstream, cache_headers("bypass"), None)
         items, single = _split_input(body["input"])
+        if tracing.active():
+            tracing.describe_request(kind.name, body)
         batch = await cache.lookup_batch(kind, body, "input", items, controls, scope=scope,
                                          tenant=tenant)
         missing = batch.missing
@@ -278,7 +294,8 @@ class CachingProxy:
         if missing:
             sent = [items[i] for i in missing]
             request = {**body, "input": sent[0] if single else sent}
-            reply = await upstream.post(kind.upstream_path, request)
+            with tracing.span("hitrate.upstream", client=True):
+                reply = await upstream.post(kind.upstream_path, request)
             self.stats.upstream_seconds[kind.name].observe(reply.latency_ms / 1000)
             fresh = _parse_embeddings(reply, len(sent))
             if isinstance(fresh, ProxyResponse):

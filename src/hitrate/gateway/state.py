@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from starlette.requests import Request
 
+from hitrate import tracing
 from hitrate.config import Config
 from hitrate.costs.prices import PriceMap, parse_entry
 from hitrate.costs.refresh import PriceRefresher
@@ -101,6 +102,8 @@ class GatewayState:
         config = self.config
         self.started_at = time.time()
         self.http = new_http_client()
+        if tracing.configure(config.tracing):
+            tracing.instrument(self.http)  # upstream calls carry traceparent
         self.prices = build_prices(config)
         self.router = build_router(config, self.http)
         engine = self.shared_cache
@@ -123,6 +126,7 @@ class GatewayState:
             self.tasks.append(loop.create_task(engine.semantic.warm()))
 
     async def stop(self) -> None:
+        tracing.shutdown()
         for task in self.tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
