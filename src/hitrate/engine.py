@@ -175,10 +175,7 @@ class CacheStats:
     backend_errors_by_op: Counter[str] = field(default_factory=Counter)
     lookup_seconds: Histogram = field(default_factory=lambda: Histogram(LOOKUP_BUCKETS))
     savings: Savings = field(default_factory=Savings)  # tokens, money, latency per hit
-    tenants: TenantSavings = field(init=False)  # the same, per tenant
-
-    def __post_init__(self) -> None:
-        self.tenants = TenantSavings(self.savings)
+    tenants: TenantSavings = field(default_factory=TenantSavings)  # the same, per tenant
 
 
 class ResponseCache:
@@ -410,9 +407,9 @@ class ResponseCache:
         return len(items)
 
     def _saved(self, plan: Plan, entry: Entry, latency_ms: float | None = None) -> None:
-        self.stats.savings.record(plan.namespace, entry, latency_ms)
+        one = self.stats.savings.record(plan.namespace, entry, latency_ms)
         if plan.tenant is not None:
-            self.stats.tenants.record(plan.tenant, plan.namespace, entry, latency_ms)
+            self.stats.tenants.add(plan.tenant, plan.namespace, entry.model, one)
 
     def count_batch(self, plans: Sequence[Plan], entries: Sequence[Entry | None],
                     bypassed: bool) -> None:

@@ -10,12 +10,9 @@ names, the rest fold into `OTHER`. Recording is a few dict operations, no lock.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
 
-from hitrate.costs.savings import Savings
-
-if TYPE_CHECKING:
-    from hitrate.entry import Entry
+from hitrate.costs.savings import Savings, SavingsRow
+from hitrate.metrics import OUTCOMES
 
 MAX_TENANTS = 1000
 OTHER = "(other)"  # not a valid tenant name, so it can't collide with one
@@ -33,26 +30,27 @@ class TenantRequests:
         self.by_tenant: dict[str, Counter[str]] = {}
 
     def count(self, tenant: str, outcome: str) -> None:
-        name = slot(self.by_tenant, tenant)  # type: ignore[arg-type]
-        row = self.by_tenant.get(name)
+        row = self.by_tenant.get(tenant)
         if row is None:
-            row = self.by_tenant[name] = Counter()
+            name = slot(self.by_tenant, tenant)  # type: ignore[arg-type]
+            row = self.by_tenant.get(name)
+            if row is None:
+                row = self.by_tenant[name] = Counter(dict.fromkeys(OUTCOMES, 0))
         row[outcome] += 1
 
 
 class TenantSavings:
-    """What hits saved, per tenant: one `Savings` (per model and namespace) each, priced
-    like the engine's own (`template`)."""
+    """What hits saved, per tenant: one `Savings` table (per model and namespace) each.
+    The engine prices a hit once (`Savings.record`) and adds that row here."""
 
-    def __init__(self, template: Savings):
-        self._template = template
+    def __init__(self) -> None:
         self.by_tenant: dict[str, Savings] = {}
 
-    def record(self, tenant: str, namespace: str, entry: Entry,
-               latency_ms: float | None = None) -> None:
-        name = slot(self.by_tenant, tenant)  # type: ignore[arg-type]
-        savings = self.by_tenant.get(name)
+    def add(self, tenant: str, namespace: str, model: str, row: SavingsRow) -> None:
+        savings = self.by_tenant.get(tenant)
         if savings is None:
-            template = self._template
-            savings = self.by_tenant[name] = Savings(template.prices, template.aliases)
-        savings.record(namespace, entry, latency_ms)
+            name = slot(self.by_tenant, tenant)  # type: ignore[arg-type]
+            savings = self.by_tenant.get(name)
+            if savings is None:
+                savings = self.by_tenant[name] = Savings()
+        savings.add(model, namespace, row)

@@ -38,6 +38,7 @@ log = logging.getLogger("hitrate.tracing")
 
 _NOOP: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
 _tracer: Any = None  # an opentelemetry Tracer while tracing is on
+_otel: Any = None  # the OpenTelemetry API pieces used per request (imported once, when on)
 _provider: Any = None  # the TracerProvider in use
 _owned = False  # we built `_provider` (so we shut it down)
 _capture_prompts = False
@@ -53,18 +54,15 @@ def span(name: str, *, client: bool = False, end: bool = True) -> Any:
     `end=False` leaves it open: pass it to `finish()` later (streams)."""
     if _tracer is None:
         return _NOOP
-    from opentelemetry.trace import SpanKind
-
+    kinds = _otel.SpanKind
     return _tracer.start_as_current_span(
-        name, kind=SpanKind.CLIENT if client else SpanKind.INTERNAL, end_on_exit=end)
+        name, kind=kinds.CLIENT if client else kinds.INTERNAL, end_on_exit=end)
 
 
 def set_attributes(attributes: Mapping[str, Any]) -> None:
     """On the current span (callers guard with `active()` so building the dict is free
     when off)."""
-    from opentelemetry import trace
-
-    trace.get_current_span().set_attributes(
+    _otel.trace.get_current_span().set_attributes(
         {k: v for k, v in attributes.items() if v is not None})
 
 
@@ -73,9 +71,7 @@ def finish(span_: Any, error: str | None = None) -> None:
     if span_ is None:
         return
     if error is not None:
-        from opentelemetry.trace import Status, StatusCode
-
-        span_.set_status(Status(StatusCode.ERROR, error))
+        span_.set_status(_otel.Status(_otel.StatusCode.ERROR, error))
     span_.end()
 
 
@@ -90,10 +86,8 @@ class RequestSpan:
     def detach(self) -> None:
         """Leave the span's context (the handler is done); the span stays open until
         `end()` (a stream may still be running)."""
-        from opentelemetry import context
-
         if self.token is not None:
-            context.detach(self.token)
+            _otel.context.detach(self.token)
             self.token = None
 
     def close_with(self, response: Any) -> None:
@@ -116,8 +110,6 @@ class RequestSpan:
         response.on_close = on_close
 
     def end(self, status: int, headers: Mapping[str, str]) -> None:
-        from opentelemetry.trace import Status, StatusCode
-
         span_ = self.span
         span_.set_attribute("http.response.status_code", status)
         cache_status = headers.get("x-hitrate-cache")
@@ -127,7 +119,7 @@ class RequestSpan:
         if hit_kind is not None:
             span_.set_attribute("hitrate.cache.kind", hit_kind)
         if status >= 500:
-            span_.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
+            span_.set_status(_otel.Status(_otel.StatusCode.ERROR, f"HTTP {status}"))
         span_.end()
 
 
@@ -137,15 +129,13 @@ def start_request(method: str, path: str, headers: Mapping[str, str],
     current until `detach()`; None when tracing is off."""
     if _tracer is None:
         return None
-    from opentelemetry import context, propagate, trace
-    from opentelemetry.trace import SpanKind
-
-    parent = propagate.extract(headers)
-    span_ = _tracer.start_span(f"{method} {path}", context=parent, kind=SpanKind.SERVER,
+    otel = _otel
+    parent = otel.propagate.extract(headers)
+    span_ = _tracer.start_span(f"{method} {path}", context=parent, kind=otel.SpanKind.SERVER,
                                attributes={"http.request.method": method, "url.path": path})
     if tenant is not None:
         span_.set_attribute("hitrate.tenant", tenant)
-    token = context.attach(trace.set_span_in_context(span_, parent))
+    token = otel.context.attach(otel.trace.set_span_in_context(span_, parent))
     return RequestSpan(span_, token)
 
 
@@ -163,9 +153,8 @@ def describe_request(kind: str, body: Mapping[str, Any], namespace: str | None =
 
 
 async def _inject(request: httpx.Request) -> None:
-    from opentelemetry import propagate
-
-    propagate.inject(request.headers)
+    if _otel is not None:
+        _otel.propagate.inject(request.headers)
 
 
 def instrument(http: httpx.AsyncClient) -> None:
@@ -193,9 +182,16 @@ def wanted(settings: TracingConfig | None, env: Mapping[str, str] = os.environ) 
 
 def use_provider(provider: Any, capture_prompts: bool = False) -> None:
     """Trace with `provider` (a host application's, or a test's), from now on."""
-    global _tracer, _provider, _owned, _capture_prompts
+    global _tracer, _provider, _owned, _capture_prompts, _otel
+    from types import SimpleNamespace
+
+    from opentelemetry import context, propagate, trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
     from hitrate import __version__
 
+    _otel = SimpleNamespace(context=context, propagate=propagate, trace=trace,
+                            SpanKind=SpanKind, Status=Status, StatusCode=StatusCode)
     _provider, _owned, _capture_prompts = provider, False, capture_prompts
     _tracer = provider.get_tracer("hitrate", __version__)
 
