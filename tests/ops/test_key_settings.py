@@ -3,6 +3,8 @@ with real keys and the simulated upstream. A forbidden control is a 403 naming i
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -192,6 +194,20 @@ def test_settings_through_the_admin_api(tenant_gateway, upstream, tmp_path):
     again = {k["id"]: k for k in admin(restarted, "GET", "/keys").json()["keys"]}
     assert again[body["id"]]["cache"] == body["cache"]
     forbidden(restarted.client(api_key=body["key"]), "q", extra_body={"cache": {"ttl": 121}})
+
+    # Changed later with PATCH (admin keys; config keys are changed in the file).
+    patched = admin(gateway, "PATCH", f"/keys/{body['id']}", json={"cache": {"mode": "off"}})
+    assert patched.status_code == 200 and patched.json()["cache"]["mode"] == "off"
+    assert status(new, "q") == "bypass"
+    assert json.loads(keys_file.read_text())["keys"][0]["cache"]["mode"] == "off"
+    cleared = admin(gateway, "PATCH", f"/keys/{body['id']}", json={"cache": None})
+    assert cleared.json()["cache"] is None and status(new, "q") == "hit"
+    config_key = admin(gateway, "PATCH", f"/keys/{listed['s']['id']}", json={"cache": {}})
+    assert config_key.status_code == 409
+    assert admin(gateway, "PATCH", "/keys/key_nope", json={"cache": None}).status_code == 404
+    assert admin(gateway, "PATCH", f"/keys/{body['id']}", json={"tenant": "x"}).status_code == 400
+    assert admin(gateway, "PATCH", f"/keys/{body['id']}", key=KEY_A,
+                 json={"cache": None}).status_code == 403
 
     for bad, param in (({"mode": "sometimes"}, "cache.mode"),
                        ({"ttl": 600, "max_ttl": 60}, "cache"),

@@ -10,7 +10,7 @@ virtual keys, price map. Thin handlers over the engine, the key ring and the pri
     POST   /cache/flush                  only hitrate's own keys (`hitrate:`), never FLUSHALL
     POST   /cache/flushall               (LiteLLM's route; same safe flush)
     GET    /cache/health, /cache/ping    backend ping; 503 when it fails
-    GET    /keys   POST /keys   DELETE /keys/{id}
+    GET    /keys   POST /keys   PATCH /keys/{id} {"cache": ...}   DELETE /keys/{id}
     GET    /costs  GET /costs/models/{model}  POST /costs/refresh
 """
 
@@ -249,6 +249,19 @@ def admin_routes() -> list[Route]:
             raise APIError(409, str(exc), "invalid_request_error", "key_exists") from None
         return json_response(201, {"key": secret, **record.public()})
 
+    async def update_key(request: Request, state: GatewayState) -> Response:
+        body = _json_body(await request.body())
+        if set(body) != {"cache"}:
+            raise bad_request("send {\"cache\": {...}} (or null to clear the settings)", "cache")
+        settings = _key_settings(body["cache"], state.config.shared_namespaces)
+        try:
+            record = state.keys.update_settings(request.path_params["key_id"], settings)
+        except ValueError as exc:
+            raise APIError(409, str(exc), "invalid_request_error", "config_key") from None
+        if record is None:
+            raise APIError(404, "no such key id", "invalid_request_error", "not_found")
+        return json_response(200, record.public())
+
     async def delete_key(request: Request, state: GatewayState) -> Response:
         if not state.keys.delete(request.path_params["key_id"]):
             raise APIError(404, "no such key id", "invalid_request_error", "not_found")
@@ -283,6 +296,7 @@ def admin_routes() -> list[Route]:
         Route("/cache/ping", admin(health), methods=["GET"]),
         Route("/keys", admin(list_keys), methods=["GET"]),
         Route("/keys", admin(create_key), methods=["POST"]),
+        Route("/keys/{key_id}", admin(update_key), methods=["PATCH"]),
         Route("/keys/{key_id}", admin(delete_key), methods=["DELETE"]),
         Route("/costs", admin(costs), methods=["GET"]),
         Route("/costs/models/{model:path}", admin(cost_of_model), methods=["GET"]),

@@ -153,6 +153,20 @@ class KeyRing:
             self._save_file()
         return secret, record
 
+    def update_settings(self, key_id: str, settings: KeySettings | None) -> VirtualKey | None:
+        """New cache settings for an admin-created key (None: no such key). Keys from the
+        config file raise ValueError: a restart would bring their old settings back."""
+        with self._lock:
+            for record in self._keys.values():
+                if record.key_id == key_id:
+                    if record.source != "admin":
+                        raise ValueError("this key is defined in the config file; change its "
+                                         "settings there")
+                    record.settings = settings
+                    self._save_file()
+                    return record
+        return None
+
     def delete(self, key_id: str) -> bool:
         with self._lock:
             for digest, record in list(self._keys.items()):
