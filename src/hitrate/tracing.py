@@ -109,6 +109,12 @@ class RequestSpan:
 
         response.on_close = on_close
 
+    def abort(self, reason: str) -> None:
+        """The handler itself was interrupted (the client went away: cancelled)."""
+        self.detach()
+        self.span.set_status(_otel.Status(_otel.StatusCode.ERROR, reason))
+        self.span.end()
+
     def end(self, status: int, headers: Mapping[str, str]) -> None:
         span_ = self.span
         span_.set_attribute("http.response.status_code", status)

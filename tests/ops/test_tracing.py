@@ -156,6 +156,19 @@ def test_upstream_error(traced_gateway, spans):
     assert upstream_span.attributes["http.response.status_code"] == 500
 
 
+def test_stream_upstream_error(traced_gateway, spans):
+    client = traced_gateway.client(api_key=KEY_A)
+    with pytest.raises(openai.InternalServerError):
+        stream_text(client, "boom [[error:500]]")
+    items = finished(spans)
+    root, children = tree(items)
+    assert children == ["hitrate.cache.exact_lookup", "hitrate.upstream"]
+    upstream_span = next(s for s in items if s.name == "hitrate.upstream")
+    assert upstream_span.status.status_code.name == "ERROR"
+    assert upstream_span.end_time is not None
+    assert root.status.status_code.name == "ERROR"
+
+
 def test_embeddings_and_bypass(traced_gateway, spans):
     client = traced_gateway.client(api_key=KEY_A)
     client.embeddings.create(model="gpt-test", input=["one", "two"])
@@ -235,3 +248,48 @@ def test_configure_builds_an_otlp_provider_and_shuts_it_down(monkeypatch):
         assert not tracing.active()
     finally:
         tracing.reset()
+
+
+def test_otlp_export_end_to_end(make_gateway, upstream, monkeypatch):
+    """The configured path: hitrate builds the SDK provider with the OTLP/HTTP exporter;
+    stopping the gateway flushes the batch to a real receiver on 127.0.0.1."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SDK_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
+    exports: list[bytes] = []
+
+    async def receive(request: Any) -> Response:
+        exports.append(await request.body())
+        return Response(b"", 200, media_type="application/x-protobuf")
+
+    receiver = BackgroundServer(Starlette(routes=[Route("/v1/traces", receive,
+                                                        methods=["POST"])])).start()
+    try:
+        gateway = make_gateway(tracing={"enabled": True, "exporter": "otlp",
+                                        "endpoint": receiver.url, "service_name": "hr-e2e"})
+        ask(gateway.client(), "exported", extra_headers={"traceparent": TRACEPARENT})
+        gateway.server.stop()  # lifespan shutdown: flush and stop the provider
+        assert not tracing.active()
+    finally:
+        receiver.stop()
+        tracing.reset()
+    names, services, traces = set(), set(), set()
+    for body in exports:
+        message = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in message.resource_spans:
+            services |= {a.value.string_value for a in resource_spans.resource.attributes
+                         if a.key == "service.name"}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    names.add(span.name)
+                    traces.add(span.trace_id.hex())
+    assert services == {"hr-e2e"}
+    assert names == {"POST /v1/chat/completions", "hitrate.cache.exact_lookup",
+                     "hitrate.upstream", "hitrate.cache.store"}
+    assert traces == {CLIENT_TRACE}

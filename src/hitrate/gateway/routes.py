@@ -39,6 +39,10 @@ async def api_endpoint(request: Request, kind: EndpointKind) -> Response | Proxy
         log.exception("unexpected error handling %s", request.url.path)
         response = ProxyResponse.error(APIError(500, "internal gateway error", "server_error",
                                                 "internal_error"), kind)
+    except BaseException as exc:  # cancelled: the client went away
+        if traced is not None:
+            traced.abort(type(exc).__name__)
+        raise
     if traced is not None:
         traced.close_with(response)
     return ProxyASGIResponse(response)
