@@ -26,7 +26,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -78,10 +77,13 @@ def finish(span_: Any, error: str | None = None) -> None:
 # -- the request span ------------------------------------------------------------------
 
 
-@dataclass(slots=True)
 class RequestSpan:
-    span: Any
-    token: Any  # from opentelemetry.context.attach
+    # A plain class: a dataclass would cost milliseconds at import, for every user.
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: Any, token: Any):
+        self.span = span
+        self.token = token  # from opentelemetry.context.attach
 
     def detach(self) -> None:
         """Leave the span's context (the handler is done); the span stays open until
