@@ -3,7 +3,7 @@ startup time and import time, with the default in-memory cache and one worker; a
 hit p50 / hits per second for each endpoint kind (chat, Responses, Anthropic Messages).
 
 Prints one JSON line. Usage: python benchmarks/gateway.py [--seconds 6] [--no-pin]
-    [--loadgen auto|wrk|python] [--no-granian]
+    [--loadgen auto|wrk|python] [--no-granian] [--tracing off|otlp]
 
 Processes (none shares an interpreter with another):
   * the simulated upstream: `python benchmarks/gateway.py _upstream PORT` (uvicorn,
@@ -78,6 +78,29 @@ def run_upstream(port: int) -> None:
     from hitrate.simulator import create_simulator
 
     serve(create_simulator(), "127.0.0.1", port)
+
+
+def run_collector(port: int) -> None:
+    """A stand-in OTLP/HTTP trace receiver (`--tracing otlp`): accepts every export, so
+    the gateway pays the real cost of building, batching and sending spans."""
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    received = {"exports": 0, "bytes": 0}
+
+    async def traces(request: Any) -> Response:
+        received["exports"] += 1
+        received["bytes"] += len(await request.body())
+        return Response(b"", 200, media_type="application/x-protobuf")
+
+    async def stats(request: Any) -> Response:
+        return Response(json.dumps(received), 200, media_type="application/json")
+
+    from hitrate.serving import serve
+
+    serve(Starlette(routes=[Route("/v1/traces", traces, methods=["POST"]),
+                            Route("/stats", stats)]), "127.0.0.1", port)
 
 
 def run_loadgen(port: int, body: str, connections: int, seconds: float,
@@ -480,11 +503,15 @@ def measure_imports(runs: int = 9) -> dict[str, Any]:
 # -- main -----------------------------------------------------------------------------
 
 
-def write_config(path: Path, upstream_port: int) -> None:
-    path.write_text(json.dumps({  # JSON is YAML
+def write_config(path: Path, upstream_port: int, collector_port: int | None = None) -> None:
+    config: dict[str, Any] = {
         "models": [{"name": MODEL, "api_base": f"http://127.0.0.1:{upstream_port}/v1",
                     "api_key": "sk-bench"}],
-        "server": {"host": "127.0.0.1", "port": 0}}))
+        "server": {"host": "127.0.0.1", "port": 0}}
+    if collector_port is not None:
+        config["tracing"] = {"enabled": True, "exporter": "otlp",
+                             "endpoint": f"http://127.0.0.1:{collector_port}"}
+    path.write_text(json.dumps(config))  # JSON is YAML
 
 
 @contextlib.contextmanager
@@ -508,6 +535,8 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--no-granian", action="store_true")
     parser.add_argument("--startup-runs", type=int, default=3)
+    parser.add_argument("--tracing", choices=["off", "otlp"], default="off",
+                        help="otlp: trace every request to a local stand-in OTLP receiver")
     args = parser.parse_args()
 
     began = time.perf_counter()
@@ -521,7 +550,7 @@ def main() -> None:
     has_granian = Path(PY).with_name("granian").exists() and not args.no_granian
 
     result: dict[str, Any] = {"benchmark": "gateway", "server": "uvicorn",
-                              "cache": "memory (default config)"}
+                              "cache": "memory (default config)", "tracing": args.tracing}
     with tempfile.TemporaryDirectory(prefix="hitrate-bench-") as tmp, terminate_as_exit():
         workdir = Path(tmp)
         procs = Processes(workdir, pin)
@@ -532,8 +561,14 @@ def main() -> None:
             upstream = procs.start("upstream", [PY, str(Path(__file__).resolve()), "_upstream",
                                                 str(upstream_port)], cpu=1)
             wait_health(upstream_port, upstream, "/v1/models", procs)
+            collector_port = None
+            if args.tracing == "otlp":
+                collector_port = free_port()
+                collector = procs.start("collector", [PY, str(Path(__file__).resolve()),
+                                                      "_collector", str(collector_port)], cpu=1)
+                wait_health(collector_port, collector, "/stats", procs)
             config = workdir / "hitrate.yaml"
-            write_config(config, upstream_port)
+            write_config(config, upstream_port, collector_port)
 
             startups = []
             for _ in range(max(0, args.startup_runs - 1)):
@@ -559,7 +594,12 @@ def main() -> None:
             chat_row = per_kind["chat"]
             for row in per_kind.values():
                 row["hits_per_s_vs_chat"] = round(row["hits_per_s"] / chat_row["hits_per_s"], 3)
-            procs.stop(gateway)
+            procs.stop(gateway)  # flushes its last spans
+            if collector_port is not None:
+                import httpx
+
+                result["otlp_received"] = httpx.get(
+                    f"http://127.0.0.1:{collector_port}/stats").json()
 
             granian_load = None
             granian_startup = None
@@ -631,6 +671,8 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_upstream":
         run_upstream(int(sys.argv[2]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_collector":
+        run_collector(int(sys.argv[2]))
     elif len(sys.argv) > 1 and sys.argv[1] == "_loadgen":
         run_loadgen(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]),
                     *sys.argv[6:7])

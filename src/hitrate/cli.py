@@ -119,11 +119,16 @@ def _duration(seconds: float) -> str:
 
 @app.command()
 def stats(url: UrlOption = None, key: KeyOption = None, config: ConfigOption = None,
-          as_json: Annotated[bool, typer.Option("--json", help="print the raw JSON")] = False
+          as_json: Annotated[bool, typer.Option("--json", help="print the raw JSON")] = False,
+          tenant: Annotated[str | None, typer.Option(help="one tenant's numbers (master "
+                                                     "key; a tenant's key sees its own)")] = None
           ) -> None:
     """Cache statistics and savings from a running gateway (admin API)."""
+    from urllib.parse import quote
+
     base, secret = _admin_target(url, key, config)
-    payload = _admin_call("GET", base, secret, "/cache/stats")
+    path = "/cache/stats" + (f"?tenant={quote(tenant)}" if tenant else "")
+    payload = _admin_call("GET", base, secret, path)
     if as_json:
         import json
 
@@ -135,7 +140,8 @@ def stats(url: UrlOption = None, key: KeyOption = None, config: ConfigOption = N
     console = Console()
     requests = payload["requests"]
     outcome = requests["by_outcome"]
-    console.print(f"[bold]hitrate[/bold] at {base}")
+    console.print(f"[bold]hitrate[/bold] at {base}"
+                  + (f", tenant [bold]{payload['tenant']}[/bold]" if payload.get("tenant") else ""))
     summary = Table(show_header=False)
     summary.add_column(style="bold")
     summary.add_column(justify="right")
@@ -157,7 +163,7 @@ def stats(url: UrlOption = None, key: KeyOption = None, config: ConfigOption = N
         summary.add_row("backend", f"{backend['name']} ({state})")
         summary.add_row("entries", f"{cache['entries']:,}")
         summary.add_row("bytes", f"{cache['bytes']:,}")
-    else:
+    elif not payload.get("tenant"):
         summary.add_row("cache", "disabled")
     console.print(summary)
     for title, rows in (("model", payload.get("models")), ("namespace", payload.get("namespaces"))):

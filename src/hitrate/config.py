@@ -295,11 +295,44 @@ class KVConfig(_Section):
 # -- keys, tenants, prices, metrics (issue 5) ------------------------------------------
 
 
+class KeyCacheConfig(_Section):
+    """Per-key cache settings (`hitrate.key_settings`); unset fields follow the gateway."""
+
+    mode: Literal["on", "off", "default_off"] | None = None
+    ttl: float | None = Field(default=None, gt=0, description="default TTL (s) of its answers")
+    max_ttl: float | None = Field(default=None, gt=0, description="largest ttl a request may ask")
+    allow_no_cache: bool = True
+    allow_no_store: bool = True
+    shared_read: list[str] | None = None  # shared namespaces it may read; None: all
+    shared_write: list[str] | None = None  # ... and write; None: all
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `on` / `off` as a boolean.
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @field_validator("shared_read", "shared_write")
+    @classmethod
+    def _namespaces(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or ():
+            if not valid_namespace(name):
+                raise ValueError(f"{name!r}: use 1-128 letters, digits, '_', '.', '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _ttls(self) -> KeyCacheConfig:
+        if self.ttl is not None and self.max_ttl is not None and self.ttl > self.max_ttl:
+            raise PydanticCustomError("ttl_above_max", "ttl must not exceed max_ttl")
+        return self
+
+
 class VirtualKeyConfig(_Section):
     key: str = Field(min_length=8, description="the API key clients send")
     tenant: str = Field(description="cache entries are isolated per tenant")
     shared: bool = Field(default=False, description="use the cross-tenant shared cache")
     name: str | None = None
+    cache: KeyCacheConfig | None = None  # per-key cache settings
 
     @field_validator("tenant")
     @classmethod
@@ -333,6 +366,32 @@ class MetricsConfig(_Section):
     enabled: bool = True
     require_key: bool = False  # /metrics open (like most exporters) unless set
     history_interval: float = Field(default=5.0, gt=0, description="dashboard sample period")
+    tenant_label: bool = False  # hitrate_tenant_* series, one per tenant (bounded below)
+    tenant_label_limit: int = Field(default=50, ge=1, le=1000, description="tenants with "
+                                    "their own series; the rest are summed as (other)")
+    namespace_label: bool = True  # false: savings series by model only (namespaces are
+    #                               chosen by clients and may say more than they should)
+
+
+class TracingConfig(_Section):
+    """OpenTelemetry traces (`hitrate.tracing`; needs the `otel` extra). Unset fields
+    follow the standard OTEL_* environment variables."""
+
+    enabled: bool | None = None  # None: on if OTEL_TRACES_EXPORTER / _OTLP_ENDPOINT say so
+    exporter: Literal["otlp", "console", "none"] | None = None  # default OTEL_TRACES_EXPORTER
+    protocol: Literal["http/protobuf", "grpc"] | None = None  # default OTEL_EXPORTER_OTLP_PROTOCOL
+    endpoint: str | None = None  # default OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT
+    service_name: str | None = None  # default OTEL_SERVICE_NAME, then "hitrate"
+    sample_ratio: float = Field(default=1.0, ge=0, le=1, description="of new traces (a "
+                                "client's sampled traceparent is always followed)")
+    capture_prompts: bool = False  # add the request body (truncated) to the request span
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
 
 
 class Config(_Section):
@@ -346,6 +405,7 @@ class Config(_Section):
     shared_namespaces: list[str] = Field(default_factory=list)
     costs: CostsConfig = Field(default_factory=CostsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    tracing: TracingConfig | None = None
 
     @model_validator(mode="after")
     def _keys(self) -> Config:
@@ -357,6 +417,13 @@ class Config(_Section):
             seen.add(item.key)
         if self.keys_file and not self.master_key:
             raise ValueError("keys_file: needs master_key (keys are created via the admin API)")
+        shared = set(self.shared_namespaces)
+        for i, item in enumerate(self.keys):
+            for field in ("shared_read", "shared_write"):
+                unknown = set(getattr(item.cache, field, None) or ()) - shared
+                if unknown:
+                    raise ValueError(f"keys[{i}].cache.{field}: {sorted(unknown)[0]!r} is not "
+                                     "in shared_namespaces")
         return self
 
 

@@ -24,13 +24,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hitrate import keys, kinds
+from hitrate import keys, kinds, tracing
 from hitrate.controls import Controls, Mode
 from hitrate.costs.savings import Savings
 from hitrate.entry import CorruptEntry, Entry, decode, encode
 from hitrate.metrics import LOOKUP_BUCKETS, Histogram
 from hitrate.stores.base import ByteStore
 from hitrate.stores.episodes import FailureEpisodes
+from hitrate.tenants import TenantSavings
 
 if TYPE_CHECKING:
     from hitrate.costs.prices import PriceMap
@@ -56,6 +57,7 @@ class Plan:
     semantic_text: str | None = None
     semantic_scope: str | None = None
     vector: Any = None
+    tenant: str | None = None  # who asked, for per-tenant savings (not part of the key)
 
     @property
     def status_if_not_hit(self) -> str:
@@ -174,6 +176,7 @@ class CacheStats:
     backend_errors_by_op: Counter[str] = field(default_factory=Counter)
     lookup_seconds: Histogram = field(default_factory=lambda: Histogram(LOOKUP_BUCKETS))
     savings: Savings = field(default_factory=Savings)  # tokens, money, latency per hit
+    tenants: TenantSavings = field(default_factory=TenantSavings)  # the same, per tenant
 
 
 class ResponseCache:
@@ -229,16 +232,19 @@ class ResponseCache:
 
     def plan(
         self, kind: EndpointKind | str, request: dict[str, Any], controls: Controls, *,
-        scope: str = "", headers: Mapping[str, str] | None = None
+        scope: str = "", headers: Mapping[str, str] | None = None, tenant: str | None = None
     ) -> Plan:
         """`request` is the body without the `cache` object; the key is its canonical form,
         plus `headers` that change the answer (a kind's forwarded headers, e.g.
-        `anthropic-beta`)."""
+        `anthropic-beta`). `tenant` only labels the stats (`scope` is what isolates
+        entries)."""
         kind = kinds.get(kind) if isinstance(kind, str) else kind
         canonical = keys.canonical_request(request, kind.excluded_fields)
         if headers:
             canonical["#headers"] = dict(headers)
-        return self._plan_canonical(kind, canonical, request, controls, scope=scope)
+        plan = self._plan_canonical(kind, canonical, request, controls, scope=scope)
+        plan.tenant = tenant
+        return plan
 
     def _plan_canonical(
         self,
@@ -372,6 +378,10 @@ class ResponseCache:
 
     async def _write(self, plan: Plan, entry: Entry) -> bool:
         """Stores an answer that already passed the policy."""
+        with tracing.span("hitrate.cache.store"):
+            return await self._write_traced(plan, entry)
+
+    async def _write_traced(self, plan: Plan, entry: Entry) -> bool:
         item = self._encode_for(plan, entry)
         try:
             await self.store.set(*item)
@@ -392,13 +402,19 @@ class ResponseCache:
         if not items:
             return 0
         try:
-            await self.store.set_many(items)
+            with tracing.span("hitrate.cache.store"):
+                await self.store.set_many(items)
         except Exception as exc:
             self._backend_error("set_many", exc)
             return 0
         self._backend_ok("set_many")
         self.stats.stores += len(items)
         return len(items)
+
+    def _saved(self, plan: Plan, entry: Entry, latency_ms: float | None = None) -> None:
+        one = self.stats.savings.record(plan.namespace, entry, latency_ms)
+        if plan.tenant is not None:
+            self.stats.tenants.add(plan.tenant, plan.namespace, entry.model, one)
 
     def count_batch(self, plans: Sequence[Plan], entries: Sequence[Entry | None],
                     bypassed: bool) -> None:
@@ -413,18 +429,24 @@ class ResponseCache:
             self.stats.misses += missing
         saved = max((e.upstream_latency_ms for _, e in found), default=0.0) if not missing else 0.0
         for i, (plan, entry) in enumerate(found):
-            self.stats.savings.record(plan.namespace, entry, latency_ms=saved if i == 0 else 0.0)
+            self._saved(plan, entry, latency_ms=saved if i == 0 else 0.0)
 
     async def lookup_batch(self, kind: EndpointKind, request: dict[str, Any], field: str,
                            items: Sequence[Any], controls: Controls, *,
-                           scope: str = "") -> BatchLookup:
+                           scope: str = "", tenant: str | None = None) -> BatchLookup:
         """One entry per item of `request[field]` (embedding inputs): each keyed by the
         rest of the request plus that item. Counted here: found items are hits."""
         base = {k: v for k, v in request.items() if k != field}
         canonical_base = keys.canonical_request(base, kind.excluded_fields)
         plans = [self._plan_canonical(kind, {**canonical_base, field: item}, base, controls,
                                       scope=scope) for item in items]
-        entries = await self.get_many(plans) if not controls.no_cache else [None] * len(plans)
+        for plan in plans:
+            plan.tenant = tenant
+        if controls.no_cache:
+            entries: list[Entry | None] = [None] * len(plans)
+        else:
+            with tracing.span("hitrate.cache.exact_lookup"):
+                entries = await self.get_many(plans)
         self.count_batch(plans, entries, bypassed=controls.no_cache)
         return BatchLookup(self, plans, entries, controls.no_cache)
 
@@ -439,10 +461,11 @@ class ResponseCache:
         again, so one bad upstream answer cannot chain N requests one after another.
         """
         if plan.lookup:
-            entry = await self.get(plan)
+            with tracing.span("hitrate.cache.exact_lookup"):
+                entry = await self.get(plan)
             if entry is not None:
                 self.stats.hits += 1
-                self.stats.savings.record(plan.namespace, entry)
+                self._saved(plan, entry)
                 return Lookup(entry=entry)
             flight = self._inflight.get(plan.key) if self.coalesce else None
             if flight is not None:
@@ -452,7 +475,7 @@ class ResponseCache:
                     self.stats.hits += 1
                     self.stats.coalesced += 1
                     # Tokens and money saved; the latency was mostly waited out.
-                    self.stats.savings.record(plan.namespace, entry, latency_ms=0.0)
+                    self._saved(plan, entry, latency_ms=0.0)
                     return Lookup(entry=entry, coalesced=True)
                 self.stats.misses += 1
                 return Lookup(pending=Pending(self, plan, None))
@@ -495,9 +518,13 @@ class ResponseCache:
         if semantic is None or plan.semantic_text is None or plan.semantic_scope is None:
             return None
         try:
-            plan.vector = await semantic.vector(plan.semantic_text)
-            candidates = await semantic.candidates(plan.semantic_text, plan.semantic_scope,
-                                                   plan.vector)
+            with tracing.span("hitrate.semantic.embed"):
+                plan.vector = await semantic.vector(plan.semantic_text)
+            with tracing.span("hitrate.semantic.search"):  # vector search + verification
+                candidates = await semantic.candidates(plan.semantic_text, plan.semantic_scope,
+                                                       plan.vector)
+                if tracing.active():
+                    tracing.set_attributes({"hitrate.semantic.candidates": len(candidates)})
         except Exception as exc:
             self._semantic_error("lookup", exc)
             return None
@@ -512,7 +539,7 @@ class ResponseCache:
             self.stats.hits += 1
             self.stats.semantic_hits += 1
             semantic.stats.hits += 1
-            self.stats.savings.record(plan.namespace, entry)
+            self._saved(plan, entry)
             return Lookup(entry=entry, similarity=match.score)
         return None
 

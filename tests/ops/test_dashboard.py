@@ -1,7 +1,7 @@
 """The dashboard in a real headless Chromium: it renders offline (no outside requests, no
 console errors), shows the same numbers as /metrics, refreshes live, and asks for the
-master key when it has none. A screenshot is kept (set HITRATE_SCREENSHOT_DIR to keep it
-somewhere you can look at it)."""
+key when it has none (a tenant's key gets that tenant's view). A screenshot is kept (set
+HITRATE_SCREENSHOT_DIR to keep it somewhere you can look at it)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.conftest import ask
-from tests.ops.conftest import KEY_A, MASTER, scrape, total, value
+from tests.ops.conftest import KEY_A, KEY_B, MASTER, scrape, total, value
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extra")
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -178,17 +178,17 @@ def test_dashboard_matches_metrics(make_gateway, upstream, browser, tmp_path):
     assert shown(browser, "outcome-hit") == "13"
 
 
-def test_dashboard_asks_for_the_master_key(make_gateway, upstream, browser):
+def test_dashboard_asks_for_a_key(make_gateway, upstream, browser):
     gateway = make_gateway(models=models(upstream), master_key=MASTER,
                            keys=[{"key": KEY_A, "tenant": "a"}])
     browser.get(f"{gateway.url}/dashboard")
     login = browser.find_element(By.ID, "login")
     WebDriverWait(browser, 10).until(lambda d: "show" in login.get_attribute("class"))
     field = browser.find_element(By.ID, "login-key")
-    field.send_keys(KEY_A)  # a tenant's key is not enough
+    field.send_keys("sk-not-a-key-000")
     browser.find_element(By.CSS_SELECTOR, "#login button").click()
     WebDriverWait(browser, 10).until(
-        lambda d: "not the master key" in d.find_element(By.ID, "login-err").text)
+        lambda d: "Wrong key" in d.find_element(By.ID, "login-err").text)
     field.clear()
     field.send_keys(MASTER)
     browser.find_element(By.CSS_SELECTOR, "#login button").click()
@@ -196,3 +196,47 @@ def test_dashboard_asks_for_the_master_key(make_gateway, upstream, browser):
         lambda d: d.execute_script("return document.body.dataset.loaded === 'true'"))
     assert "show" not in login.get_attribute("class")
     assert shown(browser, "kpi-requests") == "0"
+
+
+def visible(driver, element_id: str) -> bool:
+    return driver.execute_script(
+        "return !document.getElementById(arguments[0]).classList.contains('hidden')", element_id)
+
+
+def test_dashboard_tenant_views(make_gateway, upstream, browser):
+    gateway = make_gateway(models=models(upstream), master_key=MASTER,
+                           keys=[{"key": KEY_A, "tenant": "a"}, {"key": KEY_B, "tenant": "b"}])
+    traffic(gateway.client(api_key=KEY_A))  # 22 requests, 12 hits
+    b = gateway.client(api_key=KEY_B)
+    for _ in range(3):
+        ask(b, "b's question", model="gpt-4o-mini")
+
+    # The admin: every tenant in a table and a selector; picking one shows its numbers.
+    load(browser, f"{gateway.url}/dashboard?interval=500#key={MASTER}")
+    WebDriverWait(browser, 10).until(lambda d: visible(d, "tenants-card"))
+    rows = browser.execute_script("""return [...document.querySelectorAll('#tenants tbody tr')]
+        .map(tr => [tr.dataset.name, tr.querySelector('[data-testid=requests]').textContent])""")
+    assert rows == [["a", "22"], ["b", "3"]]
+    assert shown(browser, "kpi-requests") == "25"
+    select = browser.find_element(By.ID, "tenant-select")
+    assert [o.get_attribute("value") for o in select.find_elements(By.TAG_NAME, "option")] \
+        == ["", "a", "b"]
+    select.find_element(By.CSS_SELECTOR, "option[value=b]").click()
+    WebDriverWait(browser, 10).until(lambda d: shown(d, "kpi-requests") == "3")
+    assert shown(browser, "outcome-hit") == "2"
+    assert not visible(browser, "tenants-card") and not visible(browser, "backend-card")
+    select.find_element(By.CSS_SELECTOR, "option[value='']").click()
+    WebDriverWait(browser, 10).until(lambda d: shown(d, "kpi-requests") == "25")
+
+    # A tenant's key: its own view, no selector, no gateway-wide facts, nobody else's names.
+    browser.execute_script("sessionStorage.clear()")
+    # (another query string: a fragment-only change would not reload the page)
+    load(browser, f"{gateway.url}/dashboard?interval=400#key={KEY_B}")
+    WebDriverWait(browser, 10).until(lambda d: shown(d, "tenant-name") == "b")
+    assert shown(browser, "kpi-requests") == "3"
+    assert not visible(browser, "tenant-select") and not visible(browser, "backend-card")
+    assert not visible(browser, "tenants-card")
+    namespaces = browser.execute_script(ROWS, "namespaces")
+    assert [row["name"] for row in namespaces] == ["default"]  # not a's support/search
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors

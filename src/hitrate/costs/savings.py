@@ -30,6 +30,14 @@ class SavingsRow:
     latency_ms: float = 0.0
     unpriced_hits: int = 0  # hits whose model has no known price (cost counted as 0)
 
+    def add(self, other: SavingsRow) -> None:
+        self.hits += other.hits
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost_usd += other.cost_usd
+        self.latency_ms += other.latency_ms
+        self.unpriced_hits += other.unpriced_hits
+
     def as_dict(self) -> dict[str, Any]:
         return {"hits": self.hits, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "cost_usd": self.cost_usd,
@@ -88,29 +96,28 @@ class Savings:
                 price = prices.get(served)
         return price
 
-    def record(self, namespace: str, entry: Entry, latency_ms: float | None = None) -> None:
+    def record(self, namespace: str, entry: Entry,
+               latency_ms: float | None = None) -> SavingsRow:
         """One hit on `entry`. `latency_ms` defaults to the entry's upstream latency;
         pass 0 when no whole upstream call was avoided (a coalesced follower waited for
-        it; an embedding item whose batch still went upstream)."""
-        row = self._row(entry.model, namespace)
+        it; an embedding item whose batch still went upstream). Returns the hit's own
+        row (for per-tenant tables, which add it without pricing it again)."""
         prompt, completion, cached = usage_of(entry)
-        row.hits += 1
-        row.prompt_tokens += prompt
-        row.completion_tokens += completion
-        row.latency_ms += entry.upstream_latency_ms if latency_ms is None else latency_ms
+        one = SavingsRow(1, prompt, completion, 0.0,
+                         entry.upstream_latency_ms if latency_ms is None else latency_ms)
         price = self.price_for(entry)
         if price is None:
-            row.unpriced_hits += 1
+            one.unpriced_hits = 1
         else:
-            row.cost_usd += price.cost(prompt, completion, cached)
+            one.cost_usd = price.cost(prompt, completion, cached)
+        self.add(entry.model, namespace, one)
+        return one
+
+    def add(self, model: str, namespace: str, row: SavingsRow) -> None:
+        self._row(model, namespace).add(row)
 
     def totals(self) -> SavingsRow:
         total = SavingsRow()
         for row in self.rows.values():
-            total.hits += row.hits
-            total.prompt_tokens += row.prompt_tokens
-            total.completion_tokens += row.completion_tokens
-            total.cost_usd += row.cost_usd
-            total.latency_ms += row.latency_ms
-            total.unpriced_hits += row.unpriced_hits
+            total.add(row)
         return total

@@ -2,6 +2,7 @@
 virtual keys, price map. Thin handlers over the engine, the key ring and the price map.
 
     GET    /cache/stats                  everything the dashboard and `hitrate stats` show
+                                         (a tenant's key: its own numbers, tenant_stats.py)
     GET    /cache/entries/{key}          one entry (metadata + response)
     DELETE /cache/entries/{key}
     POST   /cache/delete   {"keys": []}  (LiteLLM's route)
@@ -9,7 +10,7 @@ virtual keys, price map. Thin handlers over the engine, the key ring and the pri
     POST   /cache/flush                  only hitrate's own keys (`hitrate:`), never FLUSHALL
     POST   /cache/flushall               (LiteLLM's route; same safe flush)
     GET    /cache/health, /cache/ping    backend ping; 503 when it fails
-    GET    /keys   POST /keys   DELETE /keys/{id}
+    GET    /keys   POST /keys   PATCH /keys/{id} {"cache": ...}   DELETE /keys/{id}
     GET    /costs  GET /costs/models/{model}  POST /costs/refresh
 """
 
@@ -27,8 +28,10 @@ from starlette.routing import Route
 
 from hitrate import keys as cache_keys
 from hitrate.errors import APIError, bad_request
+from hitrate.gateway import tenant_stats
 from hitrate.gateway.access import admin_denied
 from hitrate.gateway.state import state_of
+from hitrate.key_settings import KeySettings
 from hitrate.metrics import OUTCOMES
 
 if TYPE_CHECKING:
@@ -50,14 +53,17 @@ def error_response(exc: APIError) -> Response:
 # -- the stats document ---------------------------------------------------------------
 
 
-def counters(state: GatewayState) -> dict[str, float]:
-    """Cumulative numbers, sampled for the dashboard's time series."""
+def counters(state: GatewayState) -> dict[str, Any]:
+    """Cumulative numbers, sampled for the dashboard's time series (`tenants`: the
+    per-tenant ones, see `tenant_stats`)."""
+    from hitrate.gateway.tenant_stats import history_sample
+
     by_outcome = dict.fromkeys(OUTCOMES, 0)
     for (_, outcome), n in state.proxy.stats.requests.items():
         by_outcome[outcome] = by_outcome.get(outcome, 0) + n
-    sample: dict[str, float] = {"t": time.time(), "requests": sum(by_outcome.values()),
-                                **by_outcome, "cost_usd": 0.0, "latency_seconds": 0.0,
-                                "tokens": 0}
+    sample: dict[str, Any] = {"t": time.time(), "requests": sum(by_outcome.values()),
+                              **by_outcome, "cost_usd": 0.0, "latency_seconds": 0.0,
+                              "tokens": 0, "tenants": history_sample(state)}
     if state.cache is not None:
         total = state.cache.stats.savings.totals()
         sample.update(cost_usd=total.cost_usd, latency_seconds=total.latency_ms / 1000,
@@ -165,9 +171,6 @@ def admin_routes() -> list[Route]:
             raise bad_request("not a hitrate cache key (they start with `hitrate:`)", "key")
         return key
 
-    async def stats(request: Request, state: GatewayState) -> Response:
-        return json_response(200, stats_payload(state))
-
     async def get_entry(request: Request, state: GatewayState) -> Response:
         key = own_key(request.path_params["key"])
         entry = await need_cache(state).inspect(key)
@@ -239,11 +242,25 @@ def admin_routes() -> list[Route]:
             raise bad_request("`name` must be a string", "name")
         if key is not None and (not isinstance(key, str) or len(key) < 8):
             raise bad_request("`key` must be a string of at least 8 characters", "key")
+        settings = _key_settings(body.get("cache"), state.config.shared_namespaces)
         try:
-            secret, record = state.keys.create(tenant, shared, name, key)
+            secret, record = state.keys.create(tenant, shared, name, key, settings)
         except ValueError as exc:
             raise APIError(409, str(exc), "invalid_request_error", "key_exists") from None
         return json_response(201, {"key": secret, **record.public()})
+
+    async def update_key(request: Request, state: GatewayState) -> Response:
+        body = _json_body(await request.body())
+        if set(body) != {"cache"}:
+            raise bad_request("send {\"cache\": {...}} (or null to clear the settings)", "cache")
+        settings = _key_settings(body["cache"], state.config.shared_namespaces)
+        try:
+            record = state.keys.update_settings(request.path_params["key_id"], settings)
+        except ValueError as exc:
+            raise APIError(409, str(exc), "invalid_request_error", "config_key") from None
+        if record is None:
+            raise APIError(404, "no such key id", "invalid_request_error", "not_found")
+        return json_response(200, record.public())
 
     async def delete_key(request: Request, state: GatewayState) -> Response:
         if not state.keys.delete(request.path_params["key_id"]):
@@ -268,7 +285,7 @@ def admin_routes() -> list[Route]:
         return json_response(200 if result.ok else 502, result.as_dict())
 
     return [
-        Route("/cache/stats", admin(stats), methods=["GET"]),
+        Route("/cache/stats", tenant_stats.stats, methods=["GET"]),  # tenants: their own
         Route("/cache/entries/{key}", admin(get_entry), methods=["GET"]),
         Route("/cache/entries/{key}", admin(delete_entry), methods=["DELETE"]),
         Route("/cache/delete", admin(delete_many), methods=["POST"]),
@@ -279,11 +296,36 @@ def admin_routes() -> list[Route]:
         Route("/cache/ping", admin(health), methods=["GET"]),
         Route("/keys", admin(list_keys), methods=["GET"]),
         Route("/keys", admin(create_key), methods=["POST"]),
+        Route("/keys/{key_id}", admin(update_key), methods=["PATCH"]),
         Route("/keys/{key_id}", admin(delete_key), methods=["DELETE"]),
         Route("/costs", admin(costs), methods=["GET"]),
         Route("/costs/models/{model:path}", admin(cost_of_model), methods=["GET"]),
         Route("/costs/refresh", admin(refresh_prices), methods=["POST"]),
     ]
+
+
+def _key_settings(value: Any, shared_namespaces: list[str]) -> KeySettings | None:
+    """`POST /keys`'s `cache` object, checked like the config's `keys[].cache`."""
+    if value is None:
+        return None
+    from pydantic import ValidationError
+
+    from hitrate.config import KeyCacheConfig
+
+    try:
+        parsed = KeyCacheConfig.model_validate(value)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+        raise bad_request(f"cache{'.' + where if where else ''}: {message}",
+                          "cache" + (f".{where}" if where else "")) from None
+    for field in ("shared_read", "shared_write"):
+        unknown = set(getattr(parsed, field) or ()) - set(shared_namespaces)
+        if unknown:
+            raise bad_request(f"cache.{field}: {sorted(unknown)[0]!r} is not a shared namespace",
+                              f"cache.{field}")
+    return KeySettings.from_mapping(parsed.model_dump())
 
 
 def _json_body(raw: bytes) -> dict[str, Any]:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hitrate.key_settings import KeySettings
+
 log = logging.getLogger("hitrate.auth")
 
 KEY_PREFIX = "sk-hr-"
@@ -49,6 +51,7 @@ class Principal:
     admin: bool = False
     shared: bool = False
     key_id: str = ""
+    settings: KeySettings | None = None  # per-key cache settings (hitrate.key_settings)
 
     @property
     def scope(self) -> str:
@@ -65,6 +68,7 @@ class VirtualKey:
     shared: bool = False
     name: str | None = None
     source: str = "config"  # "config" | "admin"
+    settings: KeySettings | None = None
 
     @property
     def key_id(self) -> str:
@@ -72,7 +76,18 @@ class VirtualKey:
 
     def public(self) -> dict[str, Any]:
         return {"id": self.key_id, "tenant": self.tenant, "shared": self.shared,
-                "name": self.name, "source": self.source}
+                "name": self.name, "source": self.source,
+                "cache": self.settings.public() if self.settings else None}
+
+
+def _checked_settings(data: Any) -> KeySettings | None:
+    """Settings read back from the keys file, validated like the config's (raises
+    ValueError if malformed)."""
+    if data is None:
+        return None
+    from hitrate.config import KeyCacheConfig
+
+    return KeySettings.from_mapping(KeyCacheConfig.model_validate(data).model_dump())
 
 
 def token_from(headers: Mapping[str, str]) -> str:
@@ -92,7 +107,8 @@ class KeyRing:
         self.keys_file = Path(keys_file) if keys_file else None
         for item in keys:
             self._add(VirtualKey(_digest(item["key"]), item["tenant"], bool(item.get("shared")),
-                                 item.get("name")))
+                                 item.get("name"),
+                                 settings=KeySettings.from_mapping(item.get("cache"))))
         if self.keys_file is not None:
             self._load_file()
 
@@ -118,21 +134,38 @@ class KeyRing:
         key = self._keys.get(digest)
         if key is None or not hmac.compare_digest(key.digest, digest):
             return None
-        return Principal(tenant=key.tenant, shared=key.shared, key_id=key.key_id)
+        return Principal(tenant=key.tenant, shared=key.shared, key_id=key.key_id,
+                         settings=key.settings)
 
     # -- admin -------------------------------------------------------------------
 
     def create(self, tenant: str, shared: bool = False, name: str | None = None,
-               key: str | None = None) -> tuple[str, VirtualKey]:
+               key: str | None = None,
+               settings: KeySettings | None = None) -> tuple[str, VirtualKey]:
         """A new key for `tenant`; returns (the key in clear, shown once, and its record)."""
         secret = key or KEY_PREFIX + secrets.token_urlsafe(24)
-        record = VirtualKey(_digest(secret), tenant, shared, name, source="admin")
+        record = VirtualKey(_digest(secret), tenant, shared, name, source="admin",
+                            settings=settings)
         with self._lock:
             if record.digest in self._keys:
                 raise ValueError("that key already exists")
             self._add(record)
             self._save_file()
         return secret, record
+
+    def update_settings(self, key_id: str, settings: KeySettings | None) -> VirtualKey | None:
+        """New cache settings for an admin-created key (None: no such key). Keys from the
+        config file raise ValueError: a restart would bring their old settings back."""
+        with self._lock:
+            for record in self._keys.values():
+                if record.key_id == key_id:
+                    if record.source != "admin":
+                        raise ValueError("this key is defined in the config file; change its "
+                                         "settings there")
+                    record.settings = settings
+                    self._save_file()
+                    return record
+        return None
 
     def delete(self, key_id: str) -> bool:
         with self._lock:
@@ -163,7 +196,8 @@ class KeyRing:
         for item in data.get("keys", []):
             try:
                 self._add(VirtualKey(bytes.fromhex(item["sha256"]), item["tenant"],
-                                     bool(item.get("shared")), item.get("name"), "admin"))
+                                     bool(item.get("shared")), item.get("name"), "admin",
+                                     _checked_settings(item.get("cache"))))
             except (KeyError, TypeError, ValueError):
                 log.warning("skipping a malformed entry in keys file %s", self.keys_file)
 
@@ -171,7 +205,8 @@ class KeyRing:
         if self.keys_file is None:
             return
         records = [{"sha256": k.digest.hex(), "tenant": k.tenant, "shared": k.shared,
-                    "name": k.name} for k in self._keys.values() if k.source == "admin"]
+                    "name": k.name, "cache": k.settings.public() if k.settings else None}
+                   for k in self._keys.values() if k.source == "admin"]
         self.keys_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.keys_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"keys": records}, indent=1))

@@ -19,15 +19,17 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from hitrate import kinds
+from hitrate import kinds, tracing
 from hitrate.controls import ControlError, Controls, parse_controls
 from hitrate.engine import Pending, Plan, ResponseCache
 from hitrate.entry import Entry
 from hitrate.errors import APIError, bad_request, error_body
 from hitrate.gateway import schemas
 from hitrate.gateway.upstream import NO_HEADERS, UpstreamReply, UpstreamStream
+from hitrate.key_settings import ControlForbidden, KeySettings, effective_controls
 from hitrate.kinds import EndpointKind
 from hitrate.metrics import UPSTREAM_BUCKETS, Histogram
+from hitrate.tenants import TenantRequests
 
 SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache",
                "x-accel-buffering": "no"}
@@ -91,6 +93,7 @@ class ProxyStats:
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, outcome)
     upstream_seconds: dict[str, Histogram] = field(default_factory=lambda: {
         name: Histogram(UPSTREAM_BUCKETS) for name in kinds.table()})
+    tenants: TenantRequests = field(default_factory=TenantRequests)  # outcomes per tenant
 
 
 class CachingProxy:
@@ -99,24 +102,31 @@ class CachingProxy:
         self.stats = ProxyStats()
 
     async def handle(self, kind: EndpointKind, raw_body: bytes, headers: Mapping[str, str],
-                     resolve: Resolver, *, scope: str = "") -> ProxyResponse:
+                     resolve: Resolver, *, scope: str = "",
+                     settings: KeySettings | None = None,
+                     tenant: str | None = None) -> ProxyResponse:
         """Never raises for bad input or upstream trouble: those become error responses.
 
         `scope` isolates cache entries (a tenant); requests in different scopes never
-        share an entry or an in-flight upstream call."""
+        share an entry or an in-flight upstream call. `settings` are the caller's key's
+        cache settings, applied to the request's controls; `tenant` labels its stats."""
         try:
             body, controls, upstream = self._parse(kind, raw_body, headers, resolve)
+            if settings is not None:
+                controls = self._allowed(controls, settings)
             forwarded = _forwarded(kind, headers)
             if kind.batched:
-                response = await self._batched(kind, body, controls, upstream, scope)
+                response = await self._batched(kind, body, controls, upstream, scope, tenant)
             else:
                 response = await self._generate(kind, body, controls, upstream, scope,
-                                                forwarded)
+                                                forwarded, tenant)
         except APIError as exc:
             response = ProxyResponse.error(exc, kind)
         outcome = "error" if response.status >= 400 else response.headers.get("x-hitrate-cache",
                                                                                "bypass")
         self.stats.requests[kind.name, outcome] += 1
+        if tenant is not None:
+            self.stats.tenants.count(tenant, outcome)
         return response
 
     def _parse(self, kind: EndpointKind, raw_body: bytes, headers: Mapping[str, str],
@@ -165,18 +175,35 @@ class CachingProxy:
         return ProxyResponse(reply.status, {**reply.headers, **cache_headers("bypass")},
                              reply.content)
 
+    def _allowed(self, controls: Controls, settings: KeySettings) -> Controls:
+        cache = self.cache
+        if cache is None:
+            return controls
+        try:
+            return effective_controls(controls, settings, default_ttl=cache.default_ttl,
+                                      default_namespace=cache.namespace,
+                                      shared_namespaces=cache.shared_namespaces)
+        except ControlForbidden as exc:
+            raise APIError(403, str(exc), "permission_error", "cache_control_forbidden",
+                           f"cache.{exc.control}") from None
+
     # -- one answer per request (chat, completions, ...) ---------------------------
 
     async def _generate(self, kind: EndpointKind, body: dict[str, Any], controls: Controls,
                         upstream: Upstream, scope: str,
-                        forwarded: dict[str, str]) -> ProxyResponse:
+                        forwarded: dict[str, str], tenant: str | None = None) -> ProxyResponse:
         streaming = body.get("stream") is True and kind.streams()
         cache = self.cache
         pending: Pending | None = None
         if cache is None or not cache.enabled_for(controls, kind):
             headers = cache_headers("bypass")
+            if tracing.active():
+                tracing.describe_request(kind.name, body)
         else:
-            plan = cache.plan(kind, body, controls, scope=scope, headers=forwarded)
+            plan = cache.plan(kind, body, controls, scope=scope, headers=forwarded,
+                              tenant=tenant)
+            if tracing.active():
+                tracing.describe_request(kind.name, body, plan.namespace, plan.key)
             found = await cache.lookup(plan)
             if found.entry is not None:
                 return self._serve_hit(plan, found.entry, body, streaming, found.similarity)
@@ -203,7 +230,10 @@ class CachingProxy:
                      headers: dict[str, str], pending: Pending | None,
                      forwarded: Mapping[str, str] = NO_HEADERS) -> ProxyResponse:
         try:
-            reply = await upstream.post(kind, body, forwarded)
+            with tracing.span("hitrate.upstream", client=True):
+                reply = await upstream.post(kind, body, forwarded)
+                if tracing.active():
+                    tracing.set_attributes({"http.response.status_code": reply.status})
         except BaseException:
             if pending is not None:
                 pending.abandon()
@@ -222,13 +252,19 @@ class CachingProxy:
                       headers: dict[str, str], pending: Pending | None,
                       forwarded: Mapping[str, str]) -> ProxyResponse:
         manager = upstream.stream(kind, body, forwarded)
-        try:
-            up = await manager.__aenter__()
-        except BaseException:
+        failure: BaseException | None = None
+        with tracing.span("hitrate.upstream", client=True, end=False) as upstream_span:
+            try:
+                up = await manager.__aenter__()
+            except BaseException as exc:
+                failure = exc
+        if failure is not None:
+            tracing.finish(upstream_span, type(failure).__name__)
             if pending is not None:
                 pending.abandon()
-            raise
+            raise failure
         if up.status != 200:
+            tracing.finish(upstream_span, f"HTTP {up.status}")
             await manager.__aexit__(None, None, None)
             if pending is not None:
                 pending.abandon()
@@ -241,6 +277,7 @@ class CachingProxy:
             if not closed:
                 closed = True
                 self.stats.upstream_seconds[kind.name].observe(time.perf_counter() - up.started)
+                tracing.finish(upstream_span)
             if pending is not None:
                 pending.abandon()  # no-op once stored; releases waiters otherwise
             with contextlib.suppress(Exception):
@@ -279,12 +316,16 @@ class CachingProxy:
     # -- one entry per input item (embeddings) -------------------------------------
 
     async def _batched(self, kind: EndpointKind, body: dict[str, Any], controls: Controls,
-                       upstream: Upstream, scope: str) -> ProxyResponse:
+                       upstream: Upstream, scope: str,
+                       tenant: str | None = None) -> ProxyResponse:
         cache = self.cache
         if cache is None or not cache.enabled_for(controls, kind):
             return await self._fetch(kind, body, upstream, cache_headers("bypass"), None)
         items, single = _split_input(body["input"])
-        batch = await cache.lookup_batch(kind, body, "input", items, controls, scope=scope)
+        if tracing.active():
+            tracing.describe_request(kind.name, body)
+        batch = await cache.lookup_batch(kind, body, "input", items, controls, scope=scope,
+                                         tenant=tenant)
         missing = batch.missing
         status, age = batch.status, batch.age()  # before `fill` completes the batch
         model = body["model"]
@@ -292,7 +333,8 @@ class CachingProxy:
         if missing:
             sent = [items[i] for i in missing]
             request = {**body, "input": sent[0] if single else sent}
-            reply = await upstream.post(kind, request)
+            with tracing.span("hitrate.upstream", client=True):
+                reply = await upstream.post(kind, request)
             self.stats.upstream_seconds[kind.name].observe(reply.latency_ms / 1000)
             fresh = _parse_embeddings(reply, len(sent))
             if isinstance(fresh, ProxyResponse):

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from hitrate import kinds
+from hitrate import kinds, tracing
 from hitrate.errors import APIError
 from hitrate.gateway.access import admin_denied, caller, error_response, json_response, unauthorized
 from hitrate.gateway.asgi import ProxyASGIResponse
@@ -29,13 +29,22 @@ async def api_endpoint(request: Request, kind: EndpointKind) -> Response | Proxy
         return ProxyASGIResponse(ProxyResponse.error(unauthorized(), kind))
     state = state_of(request)
     body = await request.body()
+    traced = tracing.start_request("POST", request.url.path, request.headers, principal.tenant)
     try:
         response = await state.proxy.handle(kind, body, request.headers, state.router.resolve,
-                                            scope=principal.scope)
+                                            scope=principal.scope,
+                                            settings=principal.settings,
+                                            tenant=principal.tenant)
     except Exception:
         log.exception("unexpected error handling %s", request.url.path)
         response = ProxyResponse.error(APIError(500, "internal gateway error", "server_error",
                                                 "internal_error"), kind)
+    except BaseException as exc:  # cancelled: the client went away
+        if traced is not None:
+            traced.abort(type(exc).__name__)
+        raise
+    if traced is not None:
+        traced.close_with(response)
     return ProxyASGIResponse(response)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from starlette.requests import Request
 
+from hitrate import tracing
 from hitrate.config import Config
 from hitrate.costs.prices import PriceMap, parse_entry
 from hitrate.costs.refresh import PriceRefresher
@@ -104,8 +105,12 @@ class GatewayState:
 
         config = self.config
         self.started_at = time.time()
+        traced = tracing.configure(config.tracing)
         self.prices = build_prices(config)
         self.router = build_router(config, self.pools)
+        if traced:
+            for pool in self.pools.values():
+                tracing.instrument(pool)  # upstream calls carry traceparent
         engine = self.shared_cache
         if engine is None:
             engine = build_cache(config, self.prices, self.router)
@@ -126,6 +131,7 @@ class GatewayState:
             self.tasks.append(loop.create_task(engine.semantic.warm()))
 
     async def stop(self) -> None:
+        tracing.shutdown()
         for task in self.tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
