@@ -39,3 +39,6 @@ def test_demo_runs_offline():
     assert "hit" in out and "miss" in out
     assert "9 hit / 1 miss" in out  # the coalesced burst
     assert "reached the provider" in out
+    for api in ("Responses API", "Anthropic Messages API"):
+        rows = [line for line in out.splitlines() if api in line]
+        assert [" miss " in rows[0], " hit " in rows[1]] == [True, True], rows

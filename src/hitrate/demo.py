@@ -54,6 +54,7 @@ def _semantic_available() -> bool:
 
 
 def _workload(client, state, gateway_url: str) -> list[Step]:
+    import httpx
     import openai
 
     steps: list[Step] = []
@@ -130,6 +131,28 @@ def _workload(client, state, gateway_url: str) -> list[Step]:
 
     record("embed 2 texts", embed(["apples", "pears"]))
     record("embed 3 texts, 2 seen before", embed(["apples", "pears", "plums"]))
+
+    def respond(question: str):
+        def run() -> str:
+            raw = client.responses.with_raw_response.create(model="gpt-4o-mini", input=question)
+            raw.parse()
+            return raw.headers.get("x-hitrate-cache", "?")
+        return run
+
+    def message(question: str):
+        # Anthropic's Messages API, as its SDK sends it (x-api-key, anthropic-version).
+        def run() -> str:
+            reply = httpx.post(f"{gateway_url}/v1/messages", timeout=30, headers={
+                "x-api-key": "demo", "anthropic-version": "2023-06-01"}, json={
+                "model": "gpt-4o-mini", "max_tokens": 256,
+                "messages": [{"role": "user", "content": question}]})
+            return reply.headers.get("x-hitrate-cache", "?")
+        return run
+
+    record("Responses API: a question", respond("Name three HTTP cache headers."))
+    record("Responses API: same question", respond("Name three HTTP cache headers."))
+    record("Anthropic Messages API: a question", message("What does ETag mean?"))
+    record("Anthropic Messages API: same question", message("What does ETag mean?"))
     return steps
 
 
