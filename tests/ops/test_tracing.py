@@ -5,6 +5,7 @@ text unless asked; tracing off unless configured."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,6 +73,12 @@ def traced_gateway(make_gateway, recording_upstream, spans):
 
 
 def finished(spans: InMemorySpanExporter) -> list[Any]:
+    """The spans of the last request, once its request span has ended: a streamed answer
+    ends it only after the last byte went out, which can be after the client returned."""
+    deadline = time.monotonic() + 30
+    while not any(s.kind.name == "SERVER" for s in spans.get_finished_spans()):
+        assert time.monotonic() < deadline, "the request span never ended"
+        time.sleep(0.01)
     out = list(spans.get_finished_spans())
     spans.clear()
     return out
