@@ -160,6 +160,12 @@ class SemanticConfig(_Section):
     similarity_threshold: float = Field(default=0.93, gt=0, le=1)
     rewording_similarity: float = Field(default=0.975, gt=0, le=1)
     top_k: int = Field(default=3, ge=1, le=50)
+    max_text_chars: int = Field(default=512, ge=1, description="longer texts skip the "
+                                "semantic lookup (counted)")
+    embed_timeout_ms: float | None = Field(default=150, gt=0, description="a lookup waits "
+                                           "this long for its vector, then goes upstream")
+    embed_batch: int = Field(default=32, ge=1, le=1024)
+    embed_concurrency: int = Field(default=1, ge=1, le=64)
 
 
 class CacheConfig(_Section):
