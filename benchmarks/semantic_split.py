@@ -1,10 +1,11 @@
 """Deterministic fit / calibrate / test split of labelled pair files.
 
-Pairs that share a text (PAWS-X and GPTCache reuse sentences across lines) are kept in
-one part: texts linked by a line form a group, and a group's part comes from a hash of
-its smallest text. So no sentence the verifier was fitted or calibrated on appears in
-the test part. `semantic_train.py` fits on `fit`, picks the operating point on
-`calibrate`; `semantic_eval.py --part test` reports on the rest.
+A line's part comes from a hash of its text_a. PAWS-X and GPTCache reuse sentences
+across lines, so a fit or calibrate line that shares a text with a later part's line is
+dropped: no sentence the verifier was fitted or calibrated on appears in the test part
+(and none it was fitted on in the calibrate part). `semantic_train.py` fits on `fit`,
+picks the operating point on `calibrate`; `semantic_eval.py --part test` reports on
+the rest.
 """
 
 from __future__ import annotations
@@ -30,31 +31,22 @@ def read_pairs(path: Path) -> list[Row]:
     return rows
 
 
-def _groups(rows: list[Row]) -> dict[str, str]:
-    parent: dict[str, str] = {}
-
-    def root(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b, _ in rows:
-        ra, rb = root(a), root(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return {text: root(text) for text in parent}
-
-
-def part_of(group: str) -> str:
-    bucket = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) % 100
+def part_of(text: str) -> str:
+    bucket = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 100
     return next(name for name, (lo, hi) in PARTS.items() if lo <= bucket < hi)
 
 
 def split(rows: list[Row], part: str) -> list[Row]:
-    """The rows of one part ('all' keeps every row)."""
+    """The rows of one part ('all' keeps every row). A line belongs to the part of its
+    text_a; a line of an earlier part that shares a text with a later part is dropped
+    (test > calibrate > fit), so no test sentence is ever fitted or calibrated on."""
     if part == "all":
         return rows
-    group = _groups(rows)
-    return [row for row in rows if part_of(group[row[0]]) == part]
+    order = list(PARTS)
+    line_part = [part_of(a) for a, _, _ in rows]
+    later: dict[str, set[str]] = {name: set() for name in order}
+    for (a, b, _), name in zip(rows, line_part, strict=True):
+        for earlier in order[: order.index(name)]:
+            later[earlier].update((a, b))
+    return [row for row, name in zip(rows, line_part, strict=True)
+            if name == part and row[0] not in later[part] and row[1] not in later[part]]

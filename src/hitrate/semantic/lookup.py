@@ -19,8 +19,9 @@ import numpy as np
 from hitrate import keys
 from hitrate.semantic.embedders import Embedder
 from hitrate.semantic.index import Match, VectorIndex
+from hitrate.semantic.learned import LearnedVerifier, Verdict, load_verifier
 from hitrate.semantic.vectors import EmbedLimits, EmbedQueue, VectorCache
-from hitrate.semantic.verifier import Verdict, VerifierSettings, verify
+from hitrate.semantic.verifier import VerifierSettings, verify
 
 if TYPE_CHECKING:
     from hitrate.config import SemanticConfig
@@ -32,6 +33,10 @@ log = logging.getLogger("hitrate.semantic")
 class SemanticSettings:
     top_k: int = 3
     verifier: VerifierSettings = field(default_factory=VerifierSettings)
+    # The calibrated model; None: the hand-written vetoes (`verifier`) decide.
+    learned: LearnedVerifier | None = None
+    # Lowest cosine the index returns; None: the deciding verifier's own floor.
+    min_similarity: float | None = None
     limits: EmbedLimits = field(default_factory=EmbedLimits)
 
 
@@ -175,14 +180,25 @@ class SemanticLayer:
             for (text, scope), vector in zip(chunk, vectors, strict=True):
                 self.vectors.put(self._tenant_of(scope), text, vector)
 
+    def prefill(self, text: str, scope: str, vector: np.ndarray) -> None:
+        """Put a known vector in the cache (offline evaluation, bulk loads)."""
+        self.vectors.put(self._tenant_of(scope), text, vector)
+
     @property
     def search_floor(self) -> float:
         """The lowest cosine the index returns as a candidate."""
-        return self.settings.verifier.min_similarity
+        settings = self.settings
+        own = (settings.learned.min_similarity if settings.learned is not None
+               else settings.verifier.min_similarity)
+        return max(own, settings.min_similarity or 0.0)
 
     def verdict(self, query: str, cached: str, similarity: float) -> Verdict:
-        """May the answer cached for `cached` be served for `query`?"""
-        return verify(query, cached, similarity, self.settings.verifier)
+        """May the answer cached for `cached` be served for `query`? (`score`: the
+        model's, for ranking candidates; the cosine under the rules.)"""
+        if self.settings.learned is not None:
+            return self.settings.learned.verify(query, cached, similarity)
+        verdict = verify(query, cached, similarity, self.settings.verifier)
+        return Verdict(verdict.accept, verdict.reason, similarity)
 
     async def candidates(self, text: str, scope: str, vector: Any) -> list[tuple[Match, str]]:
         """Verified candidates, best first, as (match, reason='ok'). Empty when the
@@ -200,10 +216,11 @@ class SemanticLayer:
         for match in matches:
             verdict = self.verdict(text, match.text, match.score)
             if verdict.accept:
-                out.append((match, verdict.reason))
+                out.append((verdict.score, match))
             else:
                 self.stats.rejected[verdict.reason] += 1
-        return out
+        out.sort(key=lambda pair: -pair[0])  # the surest paraphrase first
+        return [(match, "ok") for _, match in out]
 
     async def remember(self, key: str, text: str, vector: Any, scope: str, namespace: str,
                        expires_at: float | None) -> None:
@@ -248,12 +265,15 @@ def build_semantic(config: SemanticConfig, resolve_upstream: Any = None) -> Sema
     options = dict(config.index_options)
     if config.index == "embedded" and config.index_dir:
         options.setdefault("directory", config.index_dir)
-    verifier = VerifierSettings(min_similarity=config.similarity_threshold,
+    floor = config.similarity_threshold
+    verifier = VerifierSettings(min_similarity=floor or VerifierSettings().min_similarity,
                                 rewording_similarity=max(config.rewording_similarity,
-                                                         config.similarity_threshold))
+                                                         floor or 0.0))
+    learned = load_verifier(config.max_false_rate) if config.verifier == "learned" else None
     return SemanticLayer(build_embedder(config.embedder, resolve_upstream),
                          build_index(config.index, **options),
                          SemanticSettings(top_k=config.top_k, verifier=verifier,
+                                          learned=learned, min_similarity=floor,
                                           limits=EmbedLimits(
                                               max_chars=config.max_text_chars,
                                               timeout=config.embed_timeout_ms / 1000
