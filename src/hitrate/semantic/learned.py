@@ -104,7 +104,7 @@ class LearnedVerifier:
             return Verdict(False, "numbers")
         if qa.negated != qb.negated:
             return Verdict(False, "negation")
-        if Counter(w for w in wa if w in PRONOUNS) != Counter(w for w in wb if w in PRONOUNS):
+        if _person_changed(wa, wb, qa.script):
             return Verdict(False, "pronoun")  # "Should I ..." / "Will you ...", 你的
         if _acronym_expansion(query, cached, cosine):
             return Verdict(True, "ok", 1.0)  # AI <-> 人工智能, all else equal
@@ -121,6 +121,18 @@ _FILLERS = frozenset(["请问", "请", "吗", "呢", "吧", "啊", "呀", "pleas
 
 def _significant(text: str) -> tuple[str, ...]:
     return tuple(w for w in words(text) if w not in _FILLERS)
+
+
+def _person_changed(a: tuple[str, ...], b: tuple[str, ...], script: str) -> bool:
+    """Who is asked about changed: both sides name a person and not the same one
+    ("Should I" / "Will you"), or, in Chinese and Japanese, a pronoun or possessive is
+    on one side only (座右铭 / 你的座右铭). English rewordings often add or drop a
+    generic "you" ("lets you load" / "loads"): left to the model."""
+    pa = Counter(w for w in a if w in PRONOUNS)
+    pb = Counter(w for w in b if w in PRONOUNS)
+    if pa == pb:
+        return False
+    return bool(pa and pb) or script != "latin"
 
 
 def _acronym_expansion(query: str, cached: str, cosine: float) -> bool:
