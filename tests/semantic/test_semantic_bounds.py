@@ -121,3 +121,33 @@ def test_embedding_cache_is_per_tenant(make_gateway, upstream):
     ask(b, "What did tenant A ask?", temperature=0.1)  # another tenant: embedded anew
     assert upstream.calls("embedding") == 2
     assert upstream.calls("chat") == 3
+
+
+@pytest.mark.slow
+async def test_a_huge_prompt_does_not_hold_up_a_small_miss(make_gateway, upstream):
+    """Issue 11's stress case: a 100 KB prompt (which used to keep the embedder busy for
+    over a minute) sent together with small new questions. Asserts that everything
+    completed and the small ones went upstream; prints the small misses' latency."""
+    import time
+
+    gateway = make_gateway(cache={"semantic": {}})
+    client = gateway.async_client(timeout=120)
+    await client.chat.completions.create(model="gpt-test", messages=[
+        {"role": "user", "content": "warm up the embedder"}])
+
+    async def timed(text: str) -> tuple[float, str]:
+        started = time.perf_counter()
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-test", messages=[{"role": "user", "content": text}])
+        return time.perf_counter() - started, raw.headers["x-hitrate-cache"]
+
+    huge = "Summarise this. " + "lorem ipsum dolor sit amet " * 4000
+    results = await asyncio.gather(timed(huge), *[timed(f"Small question {i}?")
+                                                  for i in range(5)])
+    await client.close()
+    assert [status for _, status in results] == ["miss"] * 6
+    assert upstream.calls("chat") == 7
+    assert gateway.cache.semantic.stats.too_long == 1
+    small = sorted(seconds for seconds, _ in results[1:])
+    print(f"\nsmall misses beside a 100 KB prompt: p50 {small[2] * 1000:.0f} ms, "
+          f"max {small[-1] * 1000:.0f} ms")
