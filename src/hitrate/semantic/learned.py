@@ -115,6 +115,14 @@ class LearnedVerifier:
         return Verdict(False, "model", score)
 
 
+# Pronouns that name who is asked about ("it" / "they" often swap in a rewording).
+_PERSON_WORDS = """
+i me my mine myself we us our ours ourselves you your yours yourself yourselves he him his
+himself she her hers herself 我 你 您 他 她 我们 你们 他们 她们 咱们 我的 你的 他的 她的
+私 僕 俺 あなた 君 彼 彼女 私たち
+"""
+PERSONS = PRONOUNS & frozenset(_PERSON_WORDS.split())
+
 # Words that never change what is asked: politeness and sentence-final particles.
 _FILLERS = frozenset(["请问", "请", "吗", "呢", "吧", "啊", "呀", "please", "kindly"])
 
@@ -128,8 +136,8 @@ def _person_changed(a: tuple[str, ...], b: tuple[str, ...], script: str) -> bool
     ("Should I" / "Will you"), or, in Chinese and Japanese, a pronoun or possessive is
     on one side only (座右铭 / 你的座右铭). English rewordings often add or drop a
     generic "you" ("lets you load" / "loads"): left to the model."""
-    pa = Counter(w for w in a if w in PRONOUNS)
-    pb = Counter(w for w in b if w in PRONOUNS)
+    pa = Counter(w for w in a if w in PERSONS)
+    pb = Counter(w for w in b if w in PERSONS)
     if pa == pb:
         return False
     return bool(pa and pb) or script != "latin"
