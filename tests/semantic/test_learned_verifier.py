@@ -22,6 +22,9 @@ WRONG_HITS = [
     ("猪肉是什么意思", "她给她猪肉我？什么意思呢？"),
     # README's near miss
     ("What is the capital of France?", "What is the capital of Germany?"),
+    # same words, different symbols
+    ("What is 2+2?", "What is 2-2?"),
+    ("Is C++ hard to learn?", "Is C# hard to learn?"),
 ]
 # Paraphrases of the same questions: each must still be served from cache.
 PARAPHRASES = [

@@ -102,6 +102,8 @@ class LearnedVerifier:
         # Never worth a model's guess: these change who or what is asked about.
         if qa.numbers != qb.numbers:
             return Verdict(False, "numbers")
+        if _symbols(query) != _symbols(cached):  # C++ / C#, 2+2 / 2*2
+            return Verdict(False, "symbols")
         if qa.negated != qb.negated:
             return Verdict(False, "negation")
         if _person_changed(wa, wb, qa.script):
@@ -127,8 +129,18 @@ PERSONS = PRONOUNS & frozenset(_PERSON_WORDS.split())
 _FILLERS = frozenset(["请问", "请", "吗", "呢", "吧", "啊", "呀", "please", "kindly"])
 
 
+# Punctuation that never changes a question; other symbols (+ - # / %) do: 2+2 / 2-2.
+_PUNCTUATION = frozenset(".,;:!?'\"()[]`\u3002\uff0c\uff1f\uff01\u3001\uff1a\uff1b"
+                         "\u201c\u201d\u2018\u2019\u300c\u300d")
+
+
+def _symbols(text: str) -> tuple[str, ...]:
+    return tuple(sorted(c for c in text
+                        if not c.isalnum() and not c.isspace() and c not in _PUNCTUATION))
+
+
 def _significant(text: str) -> tuple[str, ...]:
-    return tuple(w for w in words(text) if w not in _FILLERS)
+    return (*(w for w in words(text) if w not in _FILLERS), *_symbols(text))
 
 
 def _person_changed(a: tuple[str, ...], b: tuple[str, ...], script: str) -> bool:
