@@ -169,7 +169,7 @@ class SemanticConfig(_Section):
     top_k: int = Field(default=3, ge=1, le=50)
     max_text_chars: int = Field(default=512, ge=1, description="longer texts skip the "
                                 "semantic lookup (counted)")
-    embed_timeout_ms: float | None = Field(default=150, gt=0, description="a lookup waits "
+    embed_timeout_ms: float | None = Field(default=1000, gt=0, description="a lookup waits "
                                            "this long for its vector, then goes upstream")
     embed_batch: int = Field(default=32, ge=1, le=1024)
     embed_concurrency: int = Field(default=1, ge=1, le=64)

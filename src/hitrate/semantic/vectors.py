@@ -29,7 +29,7 @@ from hitrate.semantic.embedders import Embedder
 @dataclass(frozen=True, slots=True)
 class EmbedLimits:
     max_chars: int = 512
-    timeout: float | None = 0.15  # seconds a lookup waits for its vector
+    timeout: float | None = 1.0  # seconds a lookup waits for its vector
     max_batch: int = 32
     concurrency: int = 1
     cache_items: int = 20_000
