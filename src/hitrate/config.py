@@ -161,9 +161,22 @@ class SemanticConfig(_Section):
     index: Literal["embedded", "redis", "qdrant", "pgvector"] = "embedded"
     index_options: dict[str, Any] = Field(default_factory=dict)
     index_dir: str | None = Field(default=None, description="embedded index persistence")
-    similarity_threshold: float = Field(default=0.93, gt=0, le=1)
+    verifier: Literal["learned", "rules"] = Field(
+        default="learned", description="learned: the calibrated model shipped in the "
+        "package; rules: the hand-written vetoes of earlier versions")
+    max_false_rate: float = Field(default=0.02, gt=0, lt=1, description="share of semantic "
+                                  "hits allowed to be wrong (the learned verifier's budget)")
+    similarity_threshold: float | None = Field(default=None, gt=0, le=1, description="lowest "
+                                               "cosine considered; default: the verifier's own "
+                                               "(0.84 learned, 0.93 rules)")
     rewording_similarity: float = Field(default=0.975, gt=0, le=1)
     top_k: int = Field(default=3, ge=1, le=50)
+    max_text_chars: int = Field(default=512, ge=1, description="longer texts skip the "
+                                "semantic lookup (counted)")
+    embed_timeout_ms: float | None = Field(default=1000, gt=0, description="a lookup waits "
+                                           "this long for its vector, then goes upstream")
+    embed_batch: int = Field(default=32, ge=1, le=1024)
+    embed_concurrency: int = Field(default=1, ge=1, le=64)
 
 
 class CacheConfig(_Section):

@@ -518,8 +518,8 @@ class ResponseCache:
         if semantic is None or plan.semantic_text is None or plan.semantic_scope is None:
             return None
         try:
-            with tracing.span("hitrate.semantic.embed"):
-                plan.vector = await semantic.vector(plan.semantic_text)
+            with tracing.span("hitrate.semantic.embed"):  # per tenant: no timing oracle
+                plan.vector = await semantic.vector(plan.semantic_text, plan.semantic_scope)
             with tracing.span("hitrate.semantic.search"):  # vector search + verification
                 candidates = await semantic.candidates(plan.semantic_text, plan.semantic_scope,
                                                        plan.vector)
@@ -550,7 +550,7 @@ class ResponseCache:
             return
         try:
             if plan.vector is None:
-                plan.vector = await semantic.vector(plan.semantic_text)
+                plan.vector = await semantic.vector(plan.semantic_text, plan.semantic_scope)
             await semantic.remember(plan.key, plan.semantic_text, plan.vector,
                                     plan.semantic_scope, plan.namespace, entry.expires_at)
         except Exception as exc:

@@ -129,6 +129,29 @@ class Collector:
             yield from _price_families(state.prices, GaugeMetricFamily)
 
 
+def _semantic_families(stats: Any, Counter: Any) -> Iterator[Any]:
+    """The semantic layer: lookups, candidates the verifier refused (by reason, a fixed
+    set), lookups skipped (text over the length cap, embedding past its deadline)."""
+    lookups = Counter("hitrate_semantic_lookups", "Semantic lookups after an exact miss")
+    lookups.add_metric([], stats.lookups)
+    yield lookups
+    refused = Counter("hitrate_semantic_rejected_candidates", "Candidates above the "
+                      "similarity floor that the verifier refused, by reason", labels=["reason"])
+    for reason, n in sorted(stats.rejected.items()):
+        refused.add_metric([reason], n)
+    yield refused
+    skipped = Counter("hitrate_semantic_skipped", "Semantic lookups skipped: too_long "
+                      "(over max_text_chars) or timeout (embedding past embed_timeout_ms)",
+                      labels=["reason"])
+    skipped.add_metric(["too_long"], stats.too_long)
+    skipped.add_metric(["timeout"], stats.timeouts)
+    yield skipped
+    errors = Counter("hitrate_semantic_errors", "Semantic lookups or index writes that "
+                     "failed (served as exact-only)")
+    errors.add_metric([], stats.errors)
+    yield errors
+
+
 def _cache_families(cache: ResponseCache, Counter: Any, Gauge: Any, Hist: Any, *,
                     namespace_label: bool = True) -> Iterator[Any]:
     stats = cache.stats
@@ -151,6 +174,8 @@ def _cache_families(cache: ResponseCache, Counter: Any, Gauge: Any, Hist: Any, *
         family = Counter(name, doc)
         family.add_metric([], value)
         yield family
+    if cache.semantic is not None:
+        yield from _semantic_families(cache.semantic.stats, Counter)
     rejected = Counter("hitrate_cache_store_rejections", "Responses not stored, by reason",
                        labels=["reason"])
     for reason, n in sorted(stats.rejected.items()):

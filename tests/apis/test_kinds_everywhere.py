@@ -106,3 +106,15 @@ def test_metrics_have_an_endpoint_label_per_kind(make_gateway, upstream):
     text = httpx.get(f"{gateway.url}/metrics").text
     assert 'hitrate_requests_total{endpoint="messages",outcome="miss"} 1.0' in text
     assert 'hitrate_requests_total{endpoint="responses",outcome="miss"} 1.0' in text
+
+
+def test_semantic_metrics(make_gateway, upstream):
+    gateway = make_gateway(models=_models(upstream), cache={"semantic": {"max_text_chars": 50}})
+    client = gateway.client()
+    client.chat.completions.create(model="gpt-test",
+                                   messages=[{"role": "user", "content": "x" * 80}])
+    client.chat.completions.create(model="gpt-test",
+                                   messages=[{"role": "user", "content": "short question"}])
+    text = httpx.get(f"{gateway.url}/metrics").text
+    assert 'hitrate_semantic_skipped_total{reason="too_long"} 1.0' in text
+    assert "hitrate_semantic_lookups_total 2.0" in text

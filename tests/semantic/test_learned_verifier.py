@@ -1,0 +1,94 @@
+"""The learned verifier with the default embedder: the wrong hits reported in issue 13
+must miss, their paraphrases must hit, and the shipped model loads and calibrates."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hitrate.config import SemanticConfig
+from hitrate.semantic.features import NAMES, features
+from hitrate.semantic.learned import MODEL_PATH, load_verifier, threshold_for
+from hitrate.semantic.lookup import SemanticLayer, build_semantic
+
+# (stored question, asked question): verbatim from issue 13, each served wrongly before.
+WRONG_HITS = [
+    ("How do I get over a girl I like?", "How can I get the girl I like?"),
+    ("Should I marry a non-virgin girl?", "Will you marry a non-virgin girl?"),
+    ("Why should I believe in God?", "Why do you believe in God?"),
+    ("座右铭是什么？", "你的座右铭是什么？"),
+    ("猪肉是什么意思", "她给她猪肉我？什么意思呢？"),
+    # README's near miss
+    ("What is the capital of France?", "What is the capital of Germany?"),
+    # same words, different symbols
+    ("What is 2+2?", "What is 2-2?"),
+    ("Is C++ hard to learn?", "Is C# hard to learn?"),
+]
+# Paraphrases of the same questions: each must still be served from cache.
+PARAPHRASES = [
+    ("How can I get the girl I like?", "How do I get the girl I like?"),
+    ("Should I marry a non-virgin girl?", "should i marry a non-virgin girl"),
+    ("Why do you believe in God?", "Why do you believe in god"),
+    ("你的座右铭是什么？", "请问你的座右铭是什么？"),
+    ("猪肉是什么意思", "猪肉是什么意思？"),
+    # README's seed paraphrase
+    ("什么是人工智能？", "AI 是什么？"),
+]
+
+
+@pytest.fixture(scope="module")
+def layer() -> SemanticLayer:
+    return build_semantic(SemanticConfig())
+
+
+async def _served(layer: SemanticLayer, stored: str, asked: str, scope: str) -> bool:
+    vector = await layer.vector(stored, scope)
+    await layer.remember(f"key:{scope}", stored, vector, scope, "default", None)
+    found = await layer.candidates(asked, scope, await layer.vector(asked, scope))
+    return any(match.key == f"key:{scope}" for match, _ in found)
+
+
+@pytest.mark.parametrize(("stored", "asked"), WRONG_HITS)
+async def test_reported_wrong_hits_now_miss(layer, stored, asked):
+    assert not await _served(layer, stored, asked, f"wrong:{stored}")
+    assert not await _served(layer, asked, stored, f"wrong-reversed:{stored}")
+
+
+@pytest.mark.parametrize(("stored", "asked"), PARAPHRASES)
+async def test_their_paraphrases_hit(layer, stored, asked):
+    assert await _served(layer, stored, asked, f"para:{stored}")
+
+
+def test_shipped_model_matches_the_features_and_is_small():
+    data = json.loads(MODEL_PATH.read_text(encoding="utf-8"))
+    assert data["features"] == list(NAMES)
+    assert MODEL_PATH.stat().st_size < 1_000_000
+    assert "all" in data["calibration"]  # pooled over the training languages
+    assert "ja_jsts_dev.tsv" not in data["trained_on"]  # the held-out language
+
+
+def test_a_tighter_budget_never_lowers_the_threshold():
+    loose, strict = load_verifier(0.1), load_verifier(0.01)
+    for script in ("latin", "zh", "ja"):
+        assert strict.thresholds[script] >= loose.thresholds[script]
+    # a script without calibration of its own (Japanese: never trained on) gets the pooled one
+    assert loose.thresholds["ja"] == loose.thresholds["latin"]
+
+
+def test_threshold_for_respects_the_budget():
+    scores = np.array([0.99, 0.98, 0.97, 0.96, 0.5, 0.4])
+    false = np.array([0, 0, 0, 1, 1, 0])
+    assert threshold_for(scores, false, 0.5) <= 0.97
+    assert threshold_for(scores, false, 1e-6) == float("inf")  # nothing is that sure
+
+
+def test_features_see_the_words_the_old_analysis_dropped():
+    names = list(NAMES)
+    x = features("Should I marry a non-virgin girl?", "Will you marry a non-virgin girl?", 0.97)
+    assert x[names.index("pronoun_diff")] >= 2
+    assert x[names.index("modal_diff")] >= 2
+    x = features("座右铭是什么？", "你的座右铭是什么？", 0.97)
+    assert x[names.index("pronoun_diff")] >= 1
+    assert x[names.index("one_sided")] == 1.0
