@@ -61,7 +61,7 @@ def _markers(text: str) -> dict[str, str]:
     return {m.group(1): m.group(2) or "" for m in _MARKER.finditer(text)}
 
 
-def _last_user_text(messages: list[dict[str, Any]]) -> str:
+def last_user_text(messages: list[dict[str, Any]]) -> str:
     for message in reversed(messages):
         if message.get("role") == "user":
             content = message.get("content")
@@ -93,7 +93,7 @@ def create_simulator(state: SimulatorState | None = None) -> Starlette:
 
     def answer(kind: str, body: dict[str, Any], number: int) -> tuple[dict[str, Any], dict]:
         if kind == "chat":
-            prompt = _last_user_text(body.get("messages") or [])
+            prompt = last_user_text(body.get("messages") or [])
         else:
             prompt = body.get("prompt") if isinstance(body.get("prompt"), str) else str(body.get("prompt"))
         markers = _markers(prompt)

@@ -28,13 +28,9 @@ def _error(status: int, kind: str, message: str) -> Response:
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
-    for message in reversed(body.get("messages") or []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, list):
-                return " ".join(b.get("text", "") for b in content if isinstance(b, dict))
-            return str(content or "")
-    return ""
+    from hitrate.simulator import last_user_text
+
+    return last_user_text(body.get("messages") or [])
 
 
 def build_message(body: dict[str, Any], number: int, markers: dict[str, str]) -> dict[str, Any]:

@@ -21,16 +21,10 @@ if TYPE_CHECKING:
 
 
 def _input_text(body: dict[str, Any]) -> str:
+    from hitrate.simulator import last_user_text
+
     value = body.get("input")
-    if isinstance(value, str):
-        return value
-    for item in reversed(value or []):
-        if isinstance(item, dict) and item.get("role") == "user":
-            content = item.get("content")
-            if isinstance(content, list):
-                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-            return str(content or "")
-    return ""
+    return value if isinstance(value, str) else last_user_text(value or [])
 
 
 def build_response(body: dict[str, Any], number: int, markers: dict[str, str]) -> dict[str, Any]:
