@@ -209,5 +209,32 @@ def loads(value: Any) -> Any:
     return value
 
 
+_pool: Any = None
+
+
+def _map(fn: Any, values: list[Any]) -> list[Any]:
+    """`fn` over `values` on a small shared thread pool (zstd and numpy copies release
+    the GIL, so a prompt's chunks decode in parallel on a many-core host)."""
+    global _pool
+    if len(values) < 2:
+        return [fn(v) for v in values]
+    if _pool is None:
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
+                                   thread_name_prefix="hitrate-kv-serde")
+    return list(_pool.map(fn, values))
+
+
+def loads_many(values: list[Any]) -> list[Any]:
+    """`loads` over a tier's reply (None stays None). Called on a worker thread."""
+    return _map(lambda v: None if v is None else loads(v), values)
+
+
+def dumps_many(serde: Serde, values: list[Any]) -> list[Any]:
+    return _map(serde.dumps, values)
+
+
 def is_wrapped(value: Any) -> bool:
     return value is not None and bytes(value[:4]) in (ZSTD_MAGIC, INT8_MAGIC)
