@@ -109,10 +109,12 @@ def make_tier(kind: str, workdir: str, redis: Redis | None, fresh: bool = True):
 
         where = tempfile.mkdtemp(dir=workdir) if fresh else workdir
         return StoreTier(DiskStore(where, max_bytes=8192 * MB), name="disk")
+    from hitrate.kv.redis_reader import RedisBulkReader
     from hitrate.kv.settings import remote_store
 
-    assert redis is not None
-    return StoreTier(remote_store(redis.url, timeout=60.0), name="redis")
+    assert redis is not None  # reads as `build_tiers` sets them up for a redis:// URL
+    return StoreTier(remote_store(redis.url, timeout=60.0), name="redis",
+                     reader=RedisBulkReader(redis.url, timeout=60.0))
 
 
 def run_length(model, n: int, suffix: int, tiers: list[str], repeats: int, workdir: str, redis) -> dict:

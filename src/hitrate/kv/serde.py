@@ -32,7 +32,7 @@ INT8_MAGIC = b"HKVQ"
 _ZSTD_HEAD = struct.Struct("<4sBBIQ")  # magic, version, element size, header length, total length
 _INT8_HEAD = struct.Struct("<4sBII")  # magic, version, original header length, crc32 of the rest
 _VERSION = 1
-ZSTD_LEVEL = 1  # level 3 gained <1% on KV here at a third of the speed (benchmarks/kv.py)
+ZSTD_LEVEL = 1  # the fastest standard level: speed matters more than the last percent here
 
 
 def _is_chunk(value: Any) -> bool:
@@ -207,6 +207,33 @@ def loads(value: Any) -> Any:
     except Exception:  # damaged: left for codec.decode to reject as corrupt
         return value
     return value
+
+
+_pool: Any = None
+
+
+def _map(fn: Any, values: list[Any]) -> list[Any]:
+    """`fn` over `values` on a small shared thread pool (zstd and numpy copies release
+    the GIL, so a prompt's chunks decode in parallel on a many-core host)."""
+    global _pool
+    if len(values) < 2:
+        return [fn(v) for v in values]
+    if _pool is None:
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
+                                   thread_name_prefix="hitrate-kv-serde")
+    return list(_pool.map(fn, values))
+
+
+def loads_many(values: list[Any]) -> list[Any]:
+    """`loads` over a tier's reply (None stays None). Called on a worker thread."""
+    return _map(lambda v: None if v is None else loads(v), values)
+
+
+def dumps_many(serde: Serde, values: list[Any]) -> list[Any]:
+    return _map(serde.dumps, values)
 
 
 def is_wrapped(value: Any) -> bool:

@@ -129,7 +129,7 @@ class StoreTier(KVTier):
         self._stats.misses += len(values) - len(hits)
         self._stats.read_bytes += sum(len(v) for v in hits)
         if any(serde.is_wrapped(v) for v in hits):
-            values = await asyncio.to_thread(lambda: [v if v is None else serde.loads(v) for v in values])
+            values = await asyncio.to_thread(serde.loads_many, values)
         return values
 
     async def contains_many(self, keys: Sequence[str]) -> list[bool]:
@@ -140,8 +140,10 @@ class StoreTier(KVTier):
 
     async def put_many(self, items: Sequence[tuple[str, Any]]) -> None:
         if self.serde.name != "naive":
-            dumps = self.serde.dumps
-            items = await asyncio.to_thread(lambda: [(key, dumps(value)) for key, value in items])
+            from hitrate.kv.serde import dumps_many
+
+            packed = await asyncio.to_thread(dumps_many, self.serde, [v for _, v in items])
+            items = [(key, value) for (key, _), value in zip(items, packed, strict=True)]
         await self.store.set_many([(key, value, self.ttl) for key, value in items])
         self._stats.puts += len(items)
         self._stats.put_bytes += sum(len(v) for _, v in items)
