@@ -28,6 +28,7 @@ from hitrate import keys, kinds, tracing
 from hitrate.controls import Controls, Mode
 from hitrate.costs.savings import Savings
 from hitrate.entry import CorruptEntry, Entry, decode, encode
+from hitrate.key_settings import KeySettings, effective_controls
 from hitrate.metrics import LOOKUP_BUCKETS, Histogram
 from hitrate.stores.base import ByteStore
 from hitrate.stores.episodes import FailureEpisodes
@@ -229,6 +230,14 @@ class ResponseCache:
         if kind is not None and self.kinds is not None and kind.name not in self.kinds:
             return False
         return controls.enabled(self.mode)
+
+    def allowed(self, controls: Controls, settings: KeySettings) -> Controls:
+        """`controls` as a key's cache settings allow them, with this cache's defaults
+        (`hitrate.key_settings`); raises `ControlForbidden` for a control the key may
+        not send."""
+        return effective_controls(controls, settings, default_ttl=self.default_ttl,
+                                  default_namespace=self.namespace,
+                                  shared_namespaces=self.shared_namespaces)
 
     def plan(
         self, kind: EndpointKind | str, request: dict[str, Any], controls: Controls, *,

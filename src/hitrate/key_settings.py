@@ -2,7 +2,8 @@
 
 Each request's controls (the body's `cache` object and the Cache-Control header, parsed
 by `hitrate.controls`) are resolved against its key's settings before the engine plans
-the request (`effective_controls`). One rule, applied the same way to every setting:
+the request (`ResponseCache.allowed`, which calls `effective_controls` with the cache's
+defaults; the gateway's proxy calls it). One rule, applied the same way to every setting:
 
 - what the request leaves unsaid, the key's defaults fill in (mode, ttl);
 - what the request asks for and the key forbids is refused with 403, naming the

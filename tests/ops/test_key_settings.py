@@ -259,3 +259,21 @@ keys:
         forbidden(b, "q", extra_body={"cache": {"no-cache": True}})
         listed = httpx.get(f"{base}/keys", headers={"authorization": f"Bearer {MASTER}"}).json()
         assert {k["tenant"]: k["cache"]["mode"] for k in listed["keys"]} == {"a": "off", "b": None}
+
+
+def test_the_engine_applies_settings_for_library_callers():
+    """In-process code gets the same rule from the engine (`ResponseCache.allowed`)."""
+    from hitrate.controls import Controls
+    from hitrate.engine import ResponseCache
+    from hitrate.key_settings import ControlForbidden, KeySettings
+
+    cache = ResponseCache(ttl=3600, shared_namespaces=["faq"])
+    settings = KeySettings(ttl=60, max_ttl=600, shared_write=frozenset())
+    assert cache.allowed(Controls(), settings).ttl == 60
+    assert cache.allowed(Controls(ttl=300), settings).ttl == 300
+    with pytest.raises(ControlForbidden) as exc:
+        cache.allowed(Controls(ttl=601), settings)
+    assert exc.value.control == "ttl"
+    faq = cache.allowed(Controls(namespace="faq"), settings)
+    assert faq.no_store and not faq.no_cache  # read-only there
+    assert cache.allowed(Controls(), KeySettings(max_ttl=60)).ttl == 60  # gateway's 3600 clamped

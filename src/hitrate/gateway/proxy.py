@@ -26,7 +26,7 @@ from hitrate.entry import Entry
 from hitrate.errors import APIError, bad_request, error_body
 from hitrate.gateway import schemas
 from hitrate.gateway.upstream import NO_HEADERS, UpstreamReply, UpstreamStream
-from hitrate.key_settings import ControlForbidden, KeySettings, effective_controls
+from hitrate.key_settings import ControlForbidden, KeySettings
 from hitrate.kinds import EndpointKind
 from hitrate.metrics import UPSTREAM_BUCKETS, Histogram
 from hitrate.tenants import TenantRequests
@@ -180,9 +180,7 @@ class CachingProxy:
         if cache is None:
             return controls
         try:
-            return effective_controls(controls, settings, default_ttl=cache.default_ttl,
-                                      default_namespace=cache.namespace,
-                                      shared_namespaces=cache.shared_namespaces)
+            return cache.allowed(controls, settings)
         except ControlForbidden as exc:
             raise APIError(403, str(exc), "permission_error", "cache_control_forbidden",
                            f"cache.{exc.control}") from None
