@@ -8,6 +8,7 @@ the cache instead of serving a wrong answer: a miss only costs money.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 from urllib.parse import quote, unquote
@@ -47,10 +48,12 @@ def valid_namespace(namespace: Any) -> bool:
             and namespace.isprintable() and not any(c.isspace() for c in namespace))
 
 
+@functools.lru_cache(maxsize=4096)
 def encode_namespace(namespace: str) -> str:
     """The namespace as spelled inside a key: percent-encoded beyond `A-Z a-z 0-9 _ . - ~`,
     so a key stays ASCII (it is sent as a header) and `:` always ends the namespace -
-    the prefix scan that flushes `user` cannot reach `user:12345` (`user%3A12345`)."""
+    the prefix scan that flushes `user` cannot reach `user:12345` (`user%3A12345`).
+    Cached: every request's key spells its namespace, and there are few namespaces."""
     return quote(namespace, safe="")
 
 

@@ -29,14 +29,17 @@ async def api_endpoint(request: Request, kind: EndpointKind) -> Response | Proxy
         return ProxyASGIResponse(ProxyResponse.error(unauthorized(), kind))
     state = state_of(request)
     body = await request.body()
-    traced = tracing.start_request("POST", request.url.path, request.headers, principal.tenant)
+    traced = None
+    if tracing.active():  # `request.url` builds a URL object: only pay for it when tracing
+        traced = tracing.start_request("POST", request.scope["path"], request.headers,
+                                       principal.tenant)
     try:
         response = await state.proxy.handle(kind, body, request.headers, state.router.resolve,
                                             scope=principal.scope,
                                             settings=principal.settings,
                                             tenant=principal.tenant)
     except Exception:
-        log.exception("unexpected error handling %s", request.url.path)
+        log.exception("unexpected error handling %s", request.scope["path"])
         response = ProxyResponse.error(APIError(500, "internal gateway error", "server_error",
                                                 "internal_error"), kind)
     except BaseException as exc:  # cancelled: the client went away

@@ -152,4 +152,4 @@ class GatewayState:
 
 
 def state_of(request: Request) -> GatewayState:
-    return request.app.state.gateway
+    return request.scope["app"].state.gateway
