@@ -53,4 +53,4 @@ class TenantSavings:
             savings = self.by_tenant.get(name)
             if savings is None:
                 savings = self.by_tenant[name] = Savings()
-        savings.add(model, namespace, row)
+        savings.row(model, namespace).add(row)

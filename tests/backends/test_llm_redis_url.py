@@ -27,7 +27,9 @@ def test_llm_redis_url_is_used_when_no_host_is_given(redis_db, upstream, monkeyp
     monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.delenv("REDIS_HOST", raising=False)
     monkeypatch.setenv("LLM_REDIS_URL", f"redis://127.0.0.1:{redis_db.port}/5")
-    config = parse_config(_litellm(upstream))
+    # A generous socket timeout: on a busy machine the first Redis round trip (connect
+    # included) can take longer than the default, and a timeout is a miss by design.
+    config = parse_config(_litellm(upstream, socket_timeout=5))
     with BackgroundServer(create_app(config)) as server:
         client = __import__("openai").OpenAI(base_url=f"{server.url}/v1", api_key="x",
                                              max_retries=0)

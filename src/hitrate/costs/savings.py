@@ -74,7 +74,7 @@ class Savings:
     def prices(self, value: PriceMap) -> None:
         self._prices = value
 
-    def _row(self, model: str, namespace: str) -> SavingsRow:
+    def row(self, model: str, namespace: str) -> SavingsRow:
         key = (model or "unknown", namespace)
         row = self.rows.get(key)
         if row is None:
@@ -110,11 +110,11 @@ class Savings:
             one.unpriced_hits = 1
         else:
             one.cost_usd = price.cost(prompt, completion, cached)
-        self.add(entry.model, namespace, one)
+        self.row(entry.model, namespace).add(one)
         return one
 
     def add(self, model: str, namespace: str, row: SavingsRow) -> None:
-        self._row(model, namespace).add(row)
+        self.row(model, namespace).add(row)
 
     def totals(self) -> SavingsRow:
         total = SavingsRow()

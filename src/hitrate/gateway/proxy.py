@@ -189,7 +189,7 @@ class CachingProxy:
 
     async def _generate(self, kind: EndpointKind, body: dict[str, Any], controls: Controls,
                         upstream: Upstream, scope: str,
-                        forwarded: dict[str, str], tenant: str | None = None) -> ProxyResponse:
+                        forwarded: Mapping[str, str], tenant: str | None = None) -> ProxyResponse:
         streaming = body.get("stream") is True and kind.streams()
         cache = self.cache
         pending: Pending | None = None
@@ -360,8 +360,10 @@ class CachingProxy:
         return ProxyResponse(200, headers, orjson.dumps(response))
 
 
-def _forwarded(kind: EndpointKind, headers: Mapping[str, str]) -> dict[str, str]:
+def _forwarded(kind: EndpointKind, headers: Mapping[str, str]) -> Mapping[str, str]:
     """The client headers this kind's API forwards upstream (and keys on)."""
+    if not kind.forwarded_headers:
+        return NO_HEADERS  # most kinds forward none
     return {name: headers[name] for name in kind.forwarded_headers if name in headers}
 
 

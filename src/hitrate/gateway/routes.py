@@ -16,6 +16,7 @@ from hitrate import kinds, tracing
 from hitrate.errors import APIError
 from hitrate.gateway.access import admin_denied, caller, error_response, json_response, unauthorized
 from hitrate.gateway.asgi import ProxyASGIResponse
+from hitrate.gateway.auth import token_from
 from hitrate.gateway.proxy import ProxyResponse
 from hitrate.gateway.state import state_of
 from hitrate.kinds import EndpointKind
@@ -24,10 +25,10 @@ log = logging.getLogger("hitrate.gateway")
 
 
 async def api_endpoint(request: Request, kind: EndpointKind) -> Response | ProxyASGIResponse:
-    principal = caller(request)
+    state = state_of(request)
+    principal = state.keys.authenticate(token_from(request.headers))
     if principal is None:
         return ProxyASGIResponse(ProxyResponse.error(unauthorized(), kind))
-    state = state_of(request)
     body = await request.body()
     traced = None
     if tracing.active():  # `request.url` builds a URL object: only pay for it when tracing

@@ -128,7 +128,9 @@ class GatewayState:
         loop = asyncio.get_running_loop()
         self.tasks.append(loop.create_task(self._sample_history()))
         if engine is not None and engine.semantic is not None:
-            self.tasks.append(loop.create_task(engine.semantic.warm()))
+            # Before accepting requests (uvicorn listens once startup is done): a lookup
+            # that arrived while the model loaded waited behind it and missed its deadline.
+            await engine.semantic.warm()
 
     async def stop(self) -> None:
         tracing.shutdown()

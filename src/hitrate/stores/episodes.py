@@ -37,6 +37,8 @@ class FailureEpisodes:
                          self._failing[side], _CONSEQUENCE[side])
 
     def succeeded(self, op: str) -> None:
+        if not self._failing:
+            return  # the usual case, on every hit
         side = side_of(op)
         if self._failing.pop(side, None) is not None:
             self.log.warning("cache backend %s: %s recovered", self.name, side)
