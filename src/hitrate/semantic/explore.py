@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-MAX_OBSERVATIONS = 64  # per entry, the most recent
+MAX_OBSERVATIONS = 256  # per entry, the most recent (one disagreement needs ~82 agreements at a 2% budget)
 
 
 @dataclass(slots=True)

@@ -101,6 +101,11 @@ class Judge:
         # Shielded: a client that disconnects does not cancel the call others share.
         return bool(await asyncio.shield(task))
 
+    def close(self) -> None:
+        """Shutdown: calls still in flight are cancelled (their lookups are long gone)."""
+        for task in list(self._asking.values()):
+            task.cancel()
+
     async def _ask(self, pair: tuple[str, str, str]) -> bool | None:
         _, query, cached = pair
         try:

@@ -273,6 +273,8 @@ class SemanticLayer:
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
+        if self.judge is not None:
+            self.judge.close()
         await self.index.close()
         await self.embedder.close()
 
