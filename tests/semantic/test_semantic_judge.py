@@ -3,12 +3,13 @@ fake upstream answers judge prompts deterministically (see `hitrate.simulator`).
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
 
 from hitrate.config import ConfigError, SemanticConfig, parse_config
-from hitrate.semantic.judge import Band, parse_reply
+from hitrate.semantic.judge import Band, Judge, parse_reply
 from hitrate.semantic.learned import Verdict
 from hitrate.semantic.lookup import build_semantic
 from tests.conftest import ask
@@ -147,3 +148,33 @@ def test_default_band_asks_between_one_half_and_the_threshold():
     ("maybe", "unclear"), ("", "unclear"), (None, "unclear"), ("yesterday", "unclear")])
 def test_parse_reply(reply, outcome):
     assert parse_reply(reply) == outcome
+
+
+def _judge_on(upstream, **kwargs) -> Judge:
+    from hitrate.gateway.upstream import HttpUpstream, new_http_client
+
+    deployment = HttpUpstream(new_http_client(), upstream.api_base, model="sim-model")
+    return Judge("judge-mini", lambda name: deployment, **kwargs)
+
+
+async def test_concurrent_lookups_of_one_pair_share_one_call(upstream):
+    judge = _judge_on(upstream)
+    verdicts = await asyncio.gather(*(judge.same("s", "learn Go how", "how learn Go")
+                                      for _ in range(5)))
+    assert verdicts == [True] * 5
+    assert upstream.calls("judge") == 1
+    assert judge.stats.calls["yes"] == 1
+    await judge._resolve("judge-mini").client.aclose()
+
+
+async def test_a_busy_judge_is_a_miss_not_a_wait(upstream):
+    judge = _judge_on(upstream, timeout=30.0, max_concurrency=1)
+    slow = asyncio.create_task(judge.same("s", "a [[judge:slow]]", "b [[judge:slow]]"))
+    while not judge._asking:  # the slow call has taken the only slot
+        await asyncio.sleep(0.01)
+    assert await judge.same("s", "How do I learn Go?", "Go: how do I learn?") is False
+    assert judge.stats.busy == 1 and upstream.calls("judge") == 1
+    judge.close()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    await judge._resolve("judge-mini").client.aclose()
