@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from hitrate.semantic.explore import Explorer, answer_text
-from tests.conftest import ask
+from tests.conftest import ask, stream_text
 from tests.ops.conftest import scrape, value
 
 NO_STORE = {"cache": {"no-store": True}}
@@ -121,3 +121,13 @@ def test_answer_text_ignores_ids_and_usage():
     tool = {"choices": [{"message": {"tool_calls": [{"id": "c1", "function": {
         "name": "lookup", "arguments": "{\"q\": 1}"}}]}}]}
     assert "lookup" in answer_text(tool) and "c1" not in answer_text(tool)
+
+
+def test_an_explored_stream_is_compared_too(make_gateway, upstream):
+    gateway = explore_gateway(make_gateway)
+    client = gateway.client()
+    ask(client, "How do I learn Python?")
+    headers, text, _ = stream_text(client, "How can I learn Python?", extra_body=NO_STORE)
+    assert headers["x-hitrate-cache"] == "miss" and "How can I learn Python?" in text
+    metrics = scrape(gateway)
+    assert value(metrics, "hitrate_semantic_explorations_total", outcome="disagree") == 1
