@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -111,6 +113,10 @@ def test_judge_calls_cost_is_counted_and_netted(make_gateway, upstream):
     assert math.isclose(savings["spent"]["judge"]["cost_usd"], cost, rel_tol=1e-9)
     assert math.isclose(savings["net_cost_usd"], savings["cost_usd"] - cost, rel_tol=1e-9,
                         abs_tol=1e-15)
+    table = subprocess.run([sys.executable, "-m", "hitrate.cli", "stats", "--url", gateway.url,
+                            "--key", MASTER], capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stderr
+    assert "spent (judge)" in table.stdout and "net saved" in table.stdout
 
 
 def test_hard_vetoes_and_identical_wording_never_ask_the_judge(make_gateway, upstream):
