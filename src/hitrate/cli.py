@@ -154,6 +154,10 @@ def stats(url: UrlOption = None, key: KeyOption = None, config: ConfigOption = N
         summary.add_row("money saved", f"${savings['cost_usd']:.6f}")
         summary.add_row("time saved", _duration(savings["latency_seconds"]))
         summary.add_row("tokens saved", f"{savings['tokens']:,}")
+        for purpose, row in (savings.get("spent") or {}).items():  # the semantic judge
+            summary.add_row(f"spent ({purpose})", f"${row['cost_usd']:.6f}")
+        if savings.get("spent"):
+            summary.add_row("net saved", f"${savings['net_cost_usd']:.6f}")
     cache = payload.get("cache")
     backend = payload.get("backend")
     if cache and backend:

@@ -152,6 +152,26 @@ class TieredConfig(_Section):
 _SECTION_NEEDED = {"s3": "s3", "gcs": "gcs", "azure-blob": "azure_blob"}
 
 
+class JudgeConfig(_Section):
+    """A cheap chat model asked about candidates in an uncertain band (README, "Judge")."""
+
+    model: str = Field(min_length=1, description="a model name from the config's models")
+    band: tuple[float, float] | None = Field(default=None, description="[low, high] verifier "
+                                             "scores asked about; default [0.5, the learned "
+                                             "verifier's threshold]")
+    timeout_ms: float = Field(default=2000, gt=0, description="then the candidate is a miss")
+    max_concurrency: int = Field(default=8, ge=1, le=1024, description="judge calls in "
+                                 "flight; beyond it candidates are misses")
+    max_tokens: int = Field(default=2, ge=1, le=16)
+
+    @field_validator("band")
+    @classmethod
+    def _band(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0 <= value[0] <= value[1] <= 1:
+            raise ValueError("use [low, high] with 0 <= low <= high <= 1")
+        return value
+
+
 class SemanticConfig(_Section):
     """Semantic lookup after an exact miss (see README, "Semantic cache")."""
 
@@ -177,6 +197,14 @@ class SemanticConfig(_Section):
                                            "this long for its vector, then goes upstream")
     embed_batch: int = Field(default=32, ge=1, le=1024)
     embed_concurrency: int = Field(default=1, ge=1, le=64)
+    judge: JudgeConfig | None = None  # off by default
+    # vCache-style per-entry thresholds (hitrate/semantic/explore.py); 0 = off.
+    explore_rate: float = Field(default=0.0, ge=0, le=1, description="share of would-be "
+                                "semantic hits sent upstream anyway to check the entry")
+    explore_answer_similarity: float | None = Field(
+        default=None, gt=0, le=1, description="answers whose embeddings' cosine reaches "
+        "this agree; default: only the same answer (normalised) agrees")
+    explore_seed: int | None = None  # fixed: a reproducible sequence of explorations
 
 
 class CacheConfig(_Section):
@@ -428,6 +456,11 @@ class Config(_Section):
                 raise ValueError(f"keys[{i}].key: duplicate key (keys must be unique and "
                                  "differ from master_key)")
             seen.add(item.key)
+        semantic = self.cache.semantic
+        if semantic is not None and semantic.judge is not None and \
+                semantic.judge.model not in {m.name for m in self.models}:
+            raise PydanticCustomError("unknown_model", "cache.semantic.judge.model: "
+                                      f"{semantic.judge.model!r} is not in models")
         if self.keys_file and not self.master_key:
             raise ValueError("keys_file: needs master_key (keys are created via the admin API)")
         shared = set(self.shared_namespaces)

@@ -59,6 +59,9 @@ class Plan:
     semantic_scope: str | None = None
     vector: Any = None
     tenant: str | None = None  # who asked, for per-tenant savings (not part of the key)
+    # A would-be semantic hit sent upstream anyway (semantic.explore_rate): (entry key,
+    # verifier score, cached entry), compared with the fresh answer when it is settled.
+    explored: tuple[str, float, Entry] | None = None
 
     @property
     def status_if_not_hit(self) -> str:
@@ -105,6 +108,8 @@ class Pending:
         if cache._rejected(plan, entry):
             entry = None  # not for waiters either
         cache._release(self._flight, entry)
+        if plan.explored is not None and entry is not None:
+            await cache._observe(plan, entry)
         if entry is None or not plan.store:
             return False
         return await cache._write(plan, entry)
@@ -218,6 +223,8 @@ class ResponseCache:
             self.stats.savings.prices = prices
         self.shared_namespaces = frozenset(shared_namespaces)
         self.semantic = semantic
+        if semantic is not None and semantic.judge is not None:
+            semantic.judge.savings = self.stats.savings  # its calls cost: net savings
         # Endpoint kinds this cache serves (None: all); the others always bypass it.
         self.kinds = None if kinds is None else frozenset(kinds)
         self._semantic_failing = False
@@ -530,27 +537,73 @@ class ResponseCache:
             with tracing.span("hitrate.semantic.embed"):  # per tenant: no timing oracle
                 plan.vector = await semantic.vector(plan.semantic_text, plan.semantic_scope)
             with tracing.span("hitrate.semantic.search"):  # vector search + verification
-                candidates = await semantic.candidates(plan.semantic_text, plan.semantic_scope,
-                                                       plan.vector)
+                candidates = await semantic.scored_candidates(
+                    plan.semantic_text, plan.semantic_scope, plan.vector)
                 if tracing.active():
                     tracing.set_attributes({"hitrate.semantic.candidates": len(candidates)})
         except Exception as exc:
             self._semantic_error("lookup", exc)
             return None
         self._semantic_failing = False
-        for match, _ in candidates:
+        judged = False
+        for candidate in candidates:
+            match = candidate.match
             other = Plan(plan.kind, match.key, plan.request, True, False, None, plan.max_age,
                          plan.namespace)
             entry = await self.get(other)
             if entry is None:
                 self._spawn(self._forget(match.key))  # its entry expired or was evicted
                 continue
+            if not candidate.sure:
+                if judged or semantic.judge is None:
+                    continue  # one judge call per lookup at most: bounded wait
+                judged = True
+                with tracing.span("hitrate.semantic.judge", client=True):
+                    same = await semantic.judge.same(plan.semantic_scope, plan.semantic_text,
+                                                     match.text)
+                if not same:
+                    continue
+            explorer = semantic.explorer
+            if explorer is not None and explorer.explore():
+                plan.explored = (match.key, candidate.score, entry)
+                return None  # goes upstream; the answers are compared in Pending.store
             self.stats.hits += 1
             self.stats.semantic_hits += 1
             semantic.stats.hits += 1
             self._saved(plan, entry)
             return Lookup(entry=entry, similarity=match.score)
         return None
+
+    async def _observe(self, plan: Plan, fresh: Entry) -> None:
+        """An explored lookup's fresh answer against the cached one it would have served:
+        the entry's own threshold learns from whether they agree."""
+        semantic = self.semantic
+        assert semantic is not None and semantic.explorer is not None
+        assert plan.explored is not None
+        key, score, cached = plan.explored
+        plan.explored = None
+        explorer = semantic.explorer
+        agreed = explorer.agree_exactly(cached.response, fresh.response)
+        if not agreed and explorer.answer_similarity is not None:
+            try:
+                agreed = await self._answers_close(cached, fresh, explorer.answer_similarity)
+            except Exception as exc:
+                explorer.stats.explored["error"] += 1
+                log.debug("comparing explored answers failed: %s", exc)
+                return
+        explorer.observe(key, score, agreed)
+
+    async def _answers_close(self, cached: Entry, fresh: Entry, minimum: float) -> bool:
+        from hitrate.semantic.explore import answer_text, cosine
+
+        semantic = self.semantic
+        assert semantic is not None
+        cap = semantic.settings.limits.max_chars  # a long answer: its beginning
+        a, b = (answer_text(e.response)[:cap] for e in (cached, fresh))
+        if not a or not b:
+            return False
+        va, vb = await semantic.embedder.embed([a, b])
+        return cosine(va, vb) >= minimum
 
     async def _remember(self, plan: Plan, entry: Entry) -> None:
         """Index a stored entry's last user turn so paraphrases can find it."""
@@ -567,6 +620,8 @@ class ResponseCache:
 
     async def _forget(self, key: str) -> None:
         if self.semantic is not None:
+            if self.semantic.explorer is not None:
+                self.semantic.explorer.forget(key)
             try:
                 await self.semantic.index.delete(key)
             except Exception as exc:
@@ -604,12 +659,14 @@ class ResponseCache:
         return await self.store.delete(key)
 
     async def clear(self, namespace: str | None = None) -> int:
+        prefix = keys.namespace_prefix(namespace) if namespace else keys.ALL_KEYS_PREFIX
         if self.semantic is not None:
+            if self.semantic.explorer is not None:
+                self.semantic.explorer.forget(prefix=prefix)
             try:
                 await self.semantic.index.clear(namespace)
             except Exception as exc:
                 self._semantic_error("clear", exc)
-        prefix = keys.namespace_prefix(namespace) if namespace else keys.ALL_KEYS_PREFIX
         return await self.store.clear(prefix)
 
     async def close(self) -> None:

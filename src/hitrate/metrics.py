@@ -152,6 +152,51 @@ def _semantic_families(stats: Any, Counter: Any) -> Iterator[Any]:
     yield errors
 
 
+def _judge_families(judge: Any, Counter: Any) -> Iterator[Any]:
+    """The optional judge (semantic.judge): its calls by outcome, verdicts reused from the
+    pair cache, candidates not asked because every slot was busy, tokens and cost."""
+    from hitrate.semantic.judge import OUTCOMES as JUDGE_OUTCOMES
+
+    stats = judge.stats
+    calls = Counter("hitrate_semantic_judge_calls", "Judge model calls by outcome (only "
+                    "yes serves the candidate; error and timeout are misses)",
+                    labels=["outcome"])
+    for outcome in JUDGE_OUTCOMES:
+        calls.add_metric([outcome], stats.calls[outcome])
+    yield calls
+    for name, value, doc in (
+        ("hitrate_semantic_judge_reused", stats.reused, "Judge verdicts reused for a text "
+         "pair already asked about (no call)"),
+        ("hitrate_semantic_judge_busy", stats.busy, "Candidates not asked because "
+         "max_concurrency judge calls were in flight (served as misses)"),
+        ("hitrate_semantic_judge_cost_usd", stats.cost_usd, "What the judge's calls cost "
+         "(usage x the price map); subtracted in hitrate_net_cost_saved_usd"),
+    ):
+        family = Counter(name, doc)
+        family.add_metric([], value)
+        yield family
+    tokens = Counter("hitrate_semantic_judge_tokens", "Tokens the judge's calls used",
+                     labels=["type"])
+    tokens.add_metric(["prompt"], stats.prompt_tokens)
+    tokens.add_metric(["completion"], stats.completion_tokens)
+    yield tokens
+
+
+def _explore_families(explorer: Any, Counter: Any, Gauge: Any) -> Iterator[Any]:
+    """Per-entry thresholds (semantic.explore_rate): explored would-be hits by whether
+    the fresh answer agreed, and how many entries learned a threshold of their own."""
+    explored = Counter("hitrate_semantic_explorations", "Would-be semantic hits sent "
+                       "upstream anyway and compared: agree, disagree, error",
+                       labels=["outcome"])
+    for outcome in ("agree", "disagree", "error"):
+        explored.add_metric([outcome], explorer.stats.explored[outcome])
+    yield explored
+    entries = Gauge("hitrate_semantic_entry_thresholds", "Entries (in this process) whose "
+                    "own learned threshold is above the global one")
+    entries.add_metric([], sum(1 for r in explorer.entries.values() if r.threshold > float("-inf")))
+    yield entries
+
+
 def _cache_families(cache: ResponseCache, Counter: Any, Gauge: Any, Hist: Any, *,
                     namespace_label: bool = True) -> Iterator[Any]:
     stats = cache.stats
@@ -176,6 +221,10 @@ def _cache_families(cache: ResponseCache, Counter: Any, Gauge: Any, Hist: Any, *
         yield family
     if cache.semantic is not None:
         yield from _semantic_families(cache.semantic.stats, Counter)
+        if cache.semantic.judge is not None:
+            yield from _judge_families(cache.semantic.judge, Counter)
+        if cache.semantic.explorer is not None:
+            yield from _explore_families(cache.semantic.explorer, Counter, Gauge)
     rejected = Counter("hitrate_cache_store_rejections", "Responses not stored, by reason",
                        labels=["reason"])
     for reason, n in sorted(stats.rejected.items()):
@@ -236,6 +285,10 @@ def _cache_families(cache: ResponseCache, Counter: Any, Gauge: Any, Hist: Any, *
         model_hits.add_metric(values, row.hits)
         unpriced.add_metric(values, row.unpriced_hits)
     yield from (tokens, cost, latency, model_hits, unpriced)
+    net = Gauge("hitrate_net_cost_saved_usd", "Upstream cost avoided by cache hits minus "
+                "what the cache's own calls cost (the semantic judge), in US dollars")
+    net.add_metric([], stats.savings.totals().cost_usd - stats.savings.spent_usd())
+    yield net
 
 
 def _by_model(rows: dict[tuple[str, str], SavingsRow]) -> dict[tuple[str, ...], SavingsRow]:

@@ -9,7 +9,14 @@ Every answer carries a call number ("#7"), so a client can tell a fresh answer f
 a cached one. Markers in the last user message trigger the awkward cases tests need:
 `[[length]]`, `[[filter]]`, `[[empty]]`, `[[error:CODE]]`, `[[slow:SECONDS]]`,
 `[[break]]` (stream dies before it ends), `[[badjson]]` (invalid JSON in JSON mode),
-`[[reasoning]]` (chat: a `reasoning_content` field, streamed as its own deltas).
+`[[reasoning]]` (chat: a `reasoning_content` field, streamed as its own deltas),
+`[[answer:WORD]]` (the answer is exactly WORD, with no call number: the same on every call).
+
+Semantic judge calls (a chat request whose system prompt is
+`hitrate.semantic.judge.SYSTEM_PROMPT`) are counted as `judge`, not `chat`, and answered
+"yes" when the two questions have the same words (case, punctuation, order and markers
+ignored), else "no"; a marker in both questions overrides that: `[[judge:yes]]`,
+`[[judge:no]]`, `[[judge:error]]` (HTTP 500), `[[judge:slow]]` (answers after 5 s).
 """
 
 from __future__ import annotations
@@ -71,6 +78,32 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
+def _is_judge(body: dict[str, Any]) -> bool:
+    from hitrate.semantic.judge import SYSTEM_PROMPT
+
+    messages = body.get("messages") or []
+    return bool(messages) and isinstance(messages[0], dict) \
+        and messages[0].get("role") == "system" and messages[0].get("content") == SYSTEM_PROMPT
+
+
+def _questions(judge_prompt: str) -> list[str]:
+    return re.findall(r"^Question \d: (.*)$", judge_prompt, re.MULTILINE)
+
+
+def _judge_marker(judge_prompt: str) -> str | None:
+    """A `[[judge:...]]` marker both questions carry (one side alone does not count)."""
+    found = [_markers(q).get("judge") for q in _questions(judge_prompt)]
+    return found[0] if len(found) == 2 and found[0] == found[1] else None
+
+
+def _same_words(judge_prompt: str) -> bool:
+    """The judge prompt's two questions (`Question 1: ...` / `Question 2: ...`) have the
+    same words, whatever their case, punctuation, order or markers."""
+    bags = [sorted(re.findall(r"\w+", _MARKER.sub(" ", q).lower()))
+            for q in _questions(judge_prompt)]
+    return len(bags) == 2 and bags[0] == bags[1]
+
+
 def _words(text: str) -> int:
     return max(1, len(text.split()))
 
@@ -99,6 +132,8 @@ def create_simulator(state: SimulatorState | None = None) -> Starlette:
         markers = _markers(prompt)
         finish = "stop"
         content: str | None = f"Answer #{number} to: {prompt}"
+        if "answer" in markers:
+            content = markers["answer"]
         if body.get("response_format", {}).get("type") in ("json_object", "json_schema"):
             content = orjson.dumps({"answer": number, "prompt": prompt}).decode()
             if "badjson" in markers:
@@ -138,8 +173,30 @@ def create_simulator(state: SimulatorState | None = None) -> Starlette:
                     "choices": choices, "usage": usage}
         return response, markers
 
+    async def judge(body: dict[str, Any]) -> Response:
+        state.calls["judge"] += 1
+        state.requests.append(body)
+        question = last_user_text(body.get("messages") or [])
+        verdict = _judge_marker(question) or ("yes" if _same_words(question) else "no")
+        if verdict == "error":
+            return _json({"error": {"message": "simulated judge error", "type": "server_error",
+                                    "param": None, "code": "simulated"}}, 500)
+        if verdict == "slow":
+            await asyncio.sleep(5.0)
+            verdict = "no"
+        number = sum(state.calls.values())
+        return _json({"id": f"sim-{number}", "object": "chat.completion",
+                      "created": int(time.time()), "model": body.get("model", ""),
+                      "choices": [{"index": 0, "message": {"role": "assistant",
+                                                           "content": verdict},
+                                   "logprobs": None, "finish_reason": "stop"}],
+                      "usage": {"prompt_tokens": _words(question) + 20, "completion_tokens": 1,
+                                "total_tokens": _words(question) + 21}})
+
     async def generate(request: Request, kind: str) -> Response:
         body = await request.json()
+        if kind == "chat" and _is_judge(body):
+            return await judge(body)
         state.calls[kind] += 1
         number = sum(state.calls.values())
         state.requests.append(body)

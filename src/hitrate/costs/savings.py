@@ -44,6 +44,15 @@ class SavingsRow:
                 "latency_seconds": self.latency_ms / 1000, "unpriced_hits": self.unpriced_hits}
 
 
+@dataclass(slots=True)
+class SpentRow:
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced_calls: int = 0
+
+
 def usage_of(entry: Entry) -> tuple[int, int, int]:
     """(prompt, completion, cached prompt) tokens of a stored response, read the way its
     endpoint kind reports usage; zeros if the upstream did not report it (a stream
@@ -61,6 +70,9 @@ class Savings:
         self._prices = prices
         self.aliases = aliases or {}  # client-facing model name -> upstream model id
         self.rows: dict[tuple[str, str], SavingsRow] = {}
+        # What the cache itself spent upstream (the semantic judge), by purpose: net
+        # savings are the hits' `cost_usd` minus these.
+        self.spent: dict[str, SpentRow] = {}
 
     @property
     def prices(self) -> PriceMap:
@@ -84,6 +96,32 @@ class Savings:
             if row is None:
                 row = self.rows[key] = SavingsRow()
         return row
+
+    def price_of(self, model: str):  # -> ModelPrice | None
+        """A model's price by its config name, else by the upstream id it aliases."""
+        price = self.prices.get(model) if model else None
+        if price is None and model in self.aliases:
+            price = self.prices.get(self.aliases[model])
+        return price
+
+    def spend(self, purpose: str, model: str, prompt: int, completion: int) -> float | None:
+        """A call the cache made on its own behalf; returns its cost (None: unpriced)."""
+        row = self.spent.get(purpose)
+        if row is None:
+            row = self.spent[purpose] = SpentRow()
+        row.calls += 1
+        row.prompt_tokens += prompt
+        row.completion_tokens += completion
+        price = self.price_of(model)
+        if price is None:
+            row.unpriced_calls += 1
+            return None
+        cost = price.cost(prompt, completion)
+        row.cost_usd += cost
+        return cost
+
+    def spent_usd(self) -> float:
+        return sum(row.cost_usd for row in self.spent.values())
 
     def price_for(self, entry: Entry):  # -> ModelPrice | None
         prices = self.prices

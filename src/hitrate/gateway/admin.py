@@ -128,8 +128,15 @@ def stats_payload(state: GatewayState) -> dict[str, Any]:
                           "errors": stats.backend_errors,
                           "errors_by_operation": dict(stats.backend_errors_by_op)}
     total = stats.savings.totals()
+    spent = stats.savings.spent_usd()
     payload["savings"] = {**total.as_dict(),
-                          "tokens": total.prompt_tokens + total.completion_tokens}
+                          "tokens": total.prompt_tokens + total.completion_tokens,
+                          # what the cache's own calls (the semantic judge) cost
+                          "spent": {purpose: {"calls": row.calls, "cost_usd": row.cost_usd,
+                                              "prompt_tokens": row.prompt_tokens,
+                                              "completion_tokens": row.completion_tokens}
+                                    for purpose, row in stats.savings.spent.items()},
+                          "net_cost_usd": total.cost_usd - spent}
     payload["models"] = _grouped(stats.savings.rows, 0)
     payload["namespaces"] = _grouped(stats.savings.rows, 1)
     return payload

@@ -18,7 +18,9 @@ import numpy as np
 
 from hitrate import keys
 from hitrate.semantic.embedders import Embedder
+from hitrate.semantic.explore import Explorer
 from hitrate.semantic.index import Match, VectorIndex
+from hitrate.semantic.judge import Band, Judge
 from hitrate.semantic.learned import LearnedVerifier, Verdict, load_verifier
 from hitrate.semantic.vectors import EmbedLimits, EmbedQueue, VectorCache
 from hitrate.semantic.verifier import VerifierSettings, verify
@@ -53,6 +55,16 @@ class SemanticStats:
         return {"too_long": self.too_long, "timeouts": self.timeouts}
 
 
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A candidate the layer would serve: `sure` (the verifier alone decided), or not
+    (inside the judge's band: served only if the judge says yes)."""
+
+    match: Match
+    score: float  # the verifier's score (the cosine under the rules)
+    sure: bool = True
+
+
 class PendingVector:
     """What `vector(text)` returns when the caller gives no scope: the embedding is
     computed once the scope is known (in `candidates` or `remember`), so the vector
@@ -68,10 +80,13 @@ class PendingVector:
 
 class SemanticLayer:
     def __init__(self, embedder: Embedder, index: VectorIndex,
-                 settings: SemanticSettings | None = None):
+                 settings: SemanticSettings | None = None, *, judge: Judge | None = None,
+                 explorer: Explorer | None = None):
         self.embedder = embedder
         self.index = index
         self.settings = settings or SemanticSettings()
+        self.judge = judge  # None: candidates in the uncertain band are misses
+        self.explorer = explorer  # None: no per-entry thresholds, no exploration
         self.stats = SemanticStats()
         limits = self.settings.limits
         self.vectors = VectorCache(limits.cache_items)
@@ -171,7 +186,13 @@ class SemanticLayer:
 
     async def candidates(self, text: str, scope: str, vector: Any) -> list[tuple[Match, str]]:
         """Verified candidates, best first, as (match, reason='ok'). Empty when the
-        text is too long to embed or its vector missed the deadline."""
+        text is too long to embed or its vector missed the deadline. (Candidates that
+        need the judge are left out: see `scored_candidates`.)"""
+        found = await self.scored_candidates(text, scope, vector)
+        return [(c.match, "ok") for c in found if c.sure]
+
+    async def scored_candidates(self, text: str, scope: str, vector: Any) -> list[Candidate]:
+        """Candidates the layer would serve, the sure ones first, each group best first."""
         self.stats.lookups += 1
         if not self.embeddable(text):
             self.stats.too_long += 1
@@ -182,14 +203,44 @@ class SemanticLayer:
         matches = await self.index.search(vector, scope=scope, k=self.settings.top_k,
                                           min_score=self.search_floor)
         out = []
+        rejected = self.stats.rejected
         for match in matches:
             verdict = self.verdict(text, match.text, match.score)
-            if verdict.accept:
-                out.append((verdict.score, match))
-            else:
-                self.stats.rejected[verdict.reason] += 1
-        out.sort(key=lambda pair: -pair[0])  # the surest paraphrase first
-        return [(match, "ok") for _, match in out]
+            sure = verdict.accept
+            if self.judge is not None:
+                decision = self._banded(text, match.text, verdict)
+                if decision is None:
+                    rejected[verdict.reason if not verdict.accept else "judge_band"] += 1
+                    continue
+                sure = decision
+            elif not sure:
+                rejected[verdict.reason] += 1
+                continue
+            if self.explorer is not None and verdict.score < self.explorer.threshold(match.key):
+                rejected["entry_threshold"] += 1  # this entry learned to need a closer question
+                continue
+            out.append(Candidate(match, verdict.score, sure))
+        out.sort(key=lambda c: (not c.sure, -c.score))  # the surest paraphrase first
+        return out
+
+    def _banded(self, query: str, cached: str, verdict: Verdict) -> bool | None:
+        """With a judge: True = serve, False = ask the judge, None = refuse. Hard vetoes
+        (numbers, negation, pronouns...; any veto under the rules) are never asked."""
+        assert self.judge is not None
+        learned = self.settings.learned
+        if not verdict.accept and (learned is None or verdict.reason != "model"):
+            return None
+        if learned is not None:
+            threshold, default_low = _threshold_of(learned, query, cached), 0.5
+        else:  # the rules: scores are cosines; ask about the accepted ones near the floor
+            floor = self.search_floor
+            threshold, default_low = floor + 0.03, floor
+        low, high = self.judge.band.bounds(threshold, default_low)
+        if verdict.score >= high:
+            return True
+        if verdict.score < low:
+            return None
+        return False
 
     async def remember(self, key: str, text: str, vector: Any, scope: str, namespace: str,
                        expires_at: float | None) -> None:
@@ -222,8 +273,19 @@ class SemanticLayer:
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
+        if self.judge is not None:
+            self.judge.close()
         await self.index.close()
         await self.embedder.close()
+
+
+def _threshold_of(learned: LearnedVerifier, query: str, cached: str) -> float:
+    """The learned verifier's threshold for this pair (as `LearnedVerifier.verify` picks it)."""
+    from hitrate.semantic.text import analyze
+
+    qa, qb = analyze(query).script, analyze(cached).script
+    thresholds = learned.thresholds
+    return thresholds.get(qa if qa == qb else "latin", max(thresholds.values()))
 
 
 def build_semantic(config: SemanticConfig, resolve_upstream: Any = None) -> SemanticLayer:
@@ -239,6 +301,21 @@ def build_semantic(config: SemanticConfig, resolve_upstream: Any = None) -> Sema
                                 rewording_similarity=max(config.rewording_similarity,
                                                          floor or 0.0))
     learned = load_verifier(config.max_false_rate) if config.verifier == "learned" else None
+    judge = None
+    if config.judge is not None:
+        if resolve_upstream is None or resolve_upstream(config.judge.model) is None:
+            raise ValueError(f"semantic.judge.model {config.judge.model!r} is not in the "
+                             "config's model list")
+        low, high = config.judge.band or (None, None)
+        judge = Judge(config.judge.model, resolve_upstream, band=Band(low, high),
+                      timeout=config.judge.timeout_ms / 1000,
+                      max_concurrency=config.judge.max_concurrency,
+                      max_tokens=config.judge.max_tokens)
+    explorer = None
+    if config.explore_rate > 0:
+        explorer = Explorer(config.explore_rate, budget=config.max_false_rate,
+                            answer_similarity=config.explore_answer_similarity,
+                            seed=config.explore_seed)
     return SemanticLayer(build_embedder(config.embedder, resolve_upstream),
                          build_index(config.index, **options),
                          SemanticSettings(top_k=config.top_k, verifier=verifier,
@@ -248,4 +325,5 @@ def build_semantic(config: SemanticConfig, resolve_upstream: Any = None) -> Sema
                                               timeout=config.embed_timeout_ms / 1000
                                               if config.embed_timeout_ms else None,
                                               max_batch=config.embed_batch,
-                                              concurrency=config.embed_concurrency)))
+                                              concurrency=config.embed_concurrency)),
+                         judge=judge, explorer=explorer)
