@@ -71,6 +71,13 @@ class Gateway:
         return httpx.post(f"{self.url}{path}", timeout=30, **kwargs)
 
 
+# Functional semantic tests (not about the embedding deadline) give the embedder none:
+# on a busy shared machine one e5 forward pass can exceed the default 1 s, and a lookup
+# past its deadline is a miss by design, which those tests did not expect. The deadline
+# itself is tested in tests/semantic/test_semantic_bounds.py.
+NO_DEADLINE: dict[str, Any] = {"embed_timeout_ms": None}
+
+
 @pytest.fixture
 def make_gateway(upstream: Upstream) -> Iterator[Callable[..., Gateway]]:
     started: list[BackgroundServer] = []

@@ -9,6 +9,7 @@ import anthropic
 import httpx
 import openai
 
+from tests.conftest import NO_DEADLINE
 from tests.ops.conftest import KEY_A, KEY_B, MASTER
 
 CLAUDE = {"name": "claude-test", "api_base": None, "api_key": "sk-ant"}
@@ -31,7 +32,7 @@ def _message(client, text, **extra):
 
 
 def test_semantic_hits_on_responses_and_messages(make_gateway, upstream):
-    gateway = make_gateway(models=_models(upstream), cache={"semantic": {}})
+    gateway = make_gateway(models=_models(upstream), cache={"semantic": {**NO_DEADLINE}})
     client = gateway.client()
     first = client.responses.create(model="gpt-test", input="How do I learn Python?",
                                     instructions="Be brief.")
@@ -109,7 +110,8 @@ def test_metrics_have_an_endpoint_label_per_kind(make_gateway, upstream):
 
 
 def test_semantic_metrics(make_gateway, upstream):
-    gateway = make_gateway(models=_models(upstream), cache={"semantic": {"max_text_chars": 50}})
+    gateway = make_gateway(models=_models(upstream), cache={"semantic": {**NO_DEADLINE,
+                                                                  "max_text_chars": 50}})
     client = gateway.client()
     client.chat.completions.create(model="gpt-test",
                                    messages=[{"role": "user", "content": "x" * 80}])

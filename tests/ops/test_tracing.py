@@ -16,7 +16,7 @@ from hitrate import tracing
 from hitrate.config import TracingConfig
 from hitrate.serving import BackgroundServer
 from hitrate.simulator import SimulatorState, create_simulator
-from tests.conftest import ask, stream_text
+from tests.conftest import NO_DEADLINE, ask, stream_text
 from tests.ops.conftest import KEY_A, MASTER
 
 sdk = pytest.importorskip("opentelemetry.sdk.trace", reason="the otel extra is in the test extra")
@@ -203,7 +203,7 @@ def test_semantic_hit_spans(make_gateway, recording_upstream, spans):
     gateway = make_gateway(
         models=[{"name": "gpt-test", "model": "sim-model",
                  "api_base": f"{recording_upstream.server.url}/v1"}],
-        cache={"semantic": {}}, tracing={"enabled": True})
+        cache={"semantic": {**NO_DEADLINE}}, tracing={"enabled": True})
     client = gateway.client()
     ask(client, "How do I learn Python?")
     root, children = tree(finished(spans))

@@ -6,14 +6,14 @@ from __future__ import annotations
 import math
 
 from hitrate.semantic.explore import Explorer, answer_text
-from tests.conftest import ask, stream_text
+from tests.conftest import NO_DEADLINE, ask, stream_text
 from tests.ops.conftest import scrape, value
 
 NO_STORE = {"cache": {"no-store": True}}
 
 
 def explore_gateway(make_gateway, **semantic):
-    return make_gateway(cache={"semantic": {"explore_rate": 1.0, "explore_seed": 1,
+    return make_gateway(cache={"semantic": {**NO_DEADLINE, "explore_rate": 1.0, "explore_seed": 1,
                                             **semantic}})
 
 
@@ -73,7 +73,7 @@ def test_answer_similarity_lets_reworded_answers_agree(make_gateway, upstream):
 
 
 def test_explore_rate_zero_means_no_exploration_and_no_per_entry_state(make_gateway, upstream):
-    gateway = make_gateway(cache={"semantic": {}})
+    gateway = make_gateway(cache={"semantic": {**NO_DEADLINE}})
     assert gateway.cache.semantic.explorer is None and gateway.cache.semantic.judge is None
     client = gateway.client()
     ask(client, "How do I learn Python?")

@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import ask, stream_text
+from tests.conftest import NO_DEADLINE, ask, stream_text
 
-SEMANTIC = {"semantic": {}}
+SEMANTIC = {"semantic": {**NO_DEADLINE}}
 
 
 @pytest.fixture
@@ -149,7 +149,7 @@ def test_no_cache_answers_are_indexed_too(semantic_gateway, upstream):
 
 
 def test_embedder_failure_degrades_to_exact_only(make_gateway, upstream):
-    gateway = make_gateway(cache={"semantic": {"embedder": "upstream:broken"}}, models=[
+    gateway = make_gateway(cache={"semantic": {**NO_DEADLINE, "embedder": "upstream:broken"}}, models=[
         {"name": "gpt-test", "api_base": upstream.api_base},
         {"name": "broken", "api_base": upstream.url + "/nowhere"}])
     client = gateway.client()
@@ -160,7 +160,7 @@ def test_embedder_failure_degrades_to_exact_only(make_gateway, upstream):
 
 
 def test_upstream_embedder_and_embedding_cache(make_gateway, upstream):
-    gateway = make_gateway(cache={"semantic": {"embedder": "upstream:embedder"}}, models=[
+    gateway = make_gateway(cache={"semantic": {**NO_DEADLINE, "embedder": "upstream:embedder"}}, models=[
         {"name": "gpt-test", "api_base": upstream.api_base},
         {"name": "embedder", "api_base": upstream.api_base}])
     client = gateway.client()
@@ -195,7 +195,8 @@ def test_metrics_count_semantic_hits(semantic_gateway, upstream):
 
 
 def test_semantic_candidates_survive_a_restart_on_disk(make_gateway, upstream, tmp_path):
-    cache = {"type": "disk", "disk_cache_dir": str(tmp_path / "cache"), "semantic": {}}
+    cache = {"type": "disk", "disk_cache_dir": str(tmp_path / "cache"),
+             "semantic": {**NO_DEADLINE}}
     first = make_gateway(cache=cache)
     ask(first.client(), "How do I learn Python?")
     first.server.stop()

@@ -14,7 +14,7 @@ from hitrate.config import ConfigError, SemanticConfig, parse_config
 from hitrate.semantic.judge import Band, Judge, parse_reply
 from hitrate.semantic.learned import Verdict
 from hitrate.semantic.lookup import build_semantic
-from tests.conftest import ask
+from tests.conftest import NO_DEADLINE, ask
 from tests.ops.conftest import MASTER, admin, scrape, value
 
 JUDGE_IN, JUDGE_OUT = 1e-6, 4e-6  # USD per token, the judge model's price in these tests
@@ -23,7 +23,7 @@ JUDGE_IN, JUDGE_OUT = 1e-6, 4e-6  # USD per token, the judge model's price in th
 def judge_gateway(make_gateway, upstream, **judge):
     judge = {"model": "judge-mini", "band": [0.0, 1.0], **judge}
     return make_gateway(
-        cache={"semantic": {"judge": judge}},
+        cache={"semantic": {**NO_DEADLINE, "judge": judge}},
         models=[{"name": name, "model": "sim-model", "api_base": upstream.api_base}
                 for name in ("gpt-test", "judge-mini")],
         costs={"models": {"judge-mini": {"input_cost_per_token": JUDGE_IN,
