@@ -38,6 +38,19 @@ PARAPHRASES = [
 ]
 
 
+# Chinese question words that mean the same thing: a swap is the same question.
+ZH_SYNONYM_SWAPS = [
+    ("怎么学好英语？", "如何学好英语？"),
+    ("为什么天空是蓝色的？", "为啥天空是蓝色的？"),
+    ("北京哪里好玩？", "北京哪儿好玩？"),
+]
+# ...but not words that only look alike: how / why, how to / how is it.
+ZH_NOT_SYNONYMS = [
+    ("怎么学好英语？", "为什么学好英语？"),
+    ("这个手机怎么用？", "这个手机怎么样？"),
+]
+
+
 @pytest.fixture(scope="module")
 def layer() -> SemanticLayer:
     return build_semantic(SemanticConfig())
@@ -92,3 +105,14 @@ def test_features_see_the_words_the_old_analysis_dropped():
     x = features("座右铭是什么？", "你的座右铭是什么？", 0.97)
     assert x[names.index("pronoun_diff")] >= 1
     assert x[names.index("one_sided")] == 1.0
+
+
+@pytest.mark.parametrize(("stored", "asked"), ZH_SYNONYM_SWAPS)
+async def test_chinese_question_word_synonyms_hit(layer, stored, asked):
+    assert await _served(layer, stored, asked, f"zh-syn:{stored}")
+    assert await _served(layer, asked, stored, f"zh-syn-reversed:{stored}")
+
+
+@pytest.mark.parametrize(("stored", "asked"), ZH_NOT_SYNONYMS)
+async def test_chinese_question_words_that_differ_miss(layer, stored, asked):
+    assert not await _served(layer, stored, asked, f"zh-diff:{stored}")

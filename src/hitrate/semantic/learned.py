@@ -139,8 +139,18 @@ def _symbols(text: str) -> tuple[str, ...]:
                         if not c.isalnum() and not c.isspace() and c not in _PUNCTUATION))
 
 
+# Chinese question words and negators with the same meaning, each mapped to one form:
+# "如何煮米饭" asks exactly what "怎么煮米饭" asks. Only true synonyms: 怎么 (how) and
+# 怎么样 (how is it) differ, and so do 为什么 (why) and 怎么 (how).
+_ZH_SYNONYMS = {"如何": "怎么", "怎样": "怎么", "咋": "怎么", "为啥": "为什么",
+                "为何": "为什么", "啥": "什么", "哪儿": "哪里", "没": "没有"}
+
+
 def _significant(text: str) -> tuple[str, ...]:
-    return (*(w for w in words(text) if w not in _FILLERS), *_symbols(text))
+    kept = (w for w in words(text) if w not in _FILLERS)
+    if analyze(text).script == "zh":
+        kept = (_ZH_SYNONYMS.get(w, w) for w in kept)
+    return (*kept, *_symbols(text))
 
 
 def _person_changed(a: tuple[str, ...], b: tuple[str, ...], script: str) -> bool:
