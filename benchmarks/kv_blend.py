@@ -137,6 +137,9 @@ def main() -> None:
     parser.add_argument("--tail", type=int, default=blend.DEFAULT_SELECTION.tail,
                         help="last tokens of every segment always recomputed")
     parser.add_argument("--metric", choices=["kv", "k", "v"], default=blend.DEFAULT_SELECTION.metric)
+    parser.add_argument("--attention", action=argparse.BooleanOptionalAction,
+                        default=blend.DEFAULT_SELECTION.attention,
+                        help="weigh deviations by the question's attention")
     parser.add_argument("--pre-ratios", type=float, nargs="*",
                         default=list(blend.DEFAULT_SELECTION.pre_ratios),
                         help="gradual filtering: shares kept at the check layer and the next ones")
@@ -153,7 +156,7 @@ def main() -> None:
     doc_offset, questions = SPLITS[args.split]
     docs = samples.stdlib_documents(args.docs, args.doc_chars, doc_offset) if tokenizer is not None else []
     selection = blend.Selection(sink=args.sink, tail=args.tail, metric=args.metric,
-                                pre_ratios=tuple(args.pre_ratios))
+                                attention=args.attention, pre_ratios=tuple(args.pre_ratios))
 
     def layout_for(q: int):
         if tokenizer is None:
@@ -216,6 +219,7 @@ def main() -> None:
         "split": args.split if tokenizer is not None else None,
         "answer_tokens_compared": args.steps, "check_layer": args.check_layer,
         "selection": {"sink": args.sink, "tail": args.tail, "metric": args.metric,
+                      "attention": args.attention,
                       "pre_ratios": args.pre_ratios},
         "load_average_1m": round(os.getloadavg()[0], 2),
         "threads": torch.get_num_threads(),

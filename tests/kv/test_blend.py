@@ -349,7 +349,7 @@ def test_segment_boundary_tokens_are_always_recomputed(model):
     boundary = set()
     for span in layout.segments:
         boundary |= set(range(span.start, span.start + 4)) | set(range(span.end - 3, span.end))
-    plain = blend.prefill(model, layout, None, ratio=0.3)
+    plain = blend.prefill(model, layout, None, ratio=0.3, selection=blend.Selection())
     assert not boundary <= set(plain.stats.selected)  # the deviation alone picks others
     for ratio, expected in ((0.3, math.ceil(0.3 * layout.segment_tokens)), (0.01, len(boundary))):
         done = blend.prefill(model, layout, None, ratio=ratio, selection=blend.Selection(sink=4, tail=3))
@@ -363,7 +363,7 @@ def test_segment_boundary_tokens_are_always_recomputed(model):
 def test_gradual_filtering_narrows_to_the_ratio_and_stays_exact_at_one(model):
     parts = rag(docs(3), random_tokens(12, 81))
     layout = build_layout(None, parts)
-    wide = blend.prefill(model, layout, None, ratio=0.5)
+    wide = blend.prefill(model, layout, None, ratio=0.5, selection=blend.Selection())
     gradual = blend.prefill(model, layout, None, ratio=0.15, selection=blend.Selection(pre_ratios=(0.5,)))
     assert gradual.stats.recomputed_tokens == math.ceil(0.15 * layout.segment_tokens)
     assert set(gradual.stats.selected) <= set(wide.stats.selected)  # chosen among the wider set
@@ -376,3 +376,18 @@ def test_gradual_filtering_narrows_to_the_ratio_and_stays_exact_at_one(model):
 def test_bad_selections_are_refused(bad):
     with pytest.raises(ValueError, match="blend"):
         blend.Selection(**bad)
+
+
+def test_attention_weighted_selection_keeps_the_budget_and_is_exact_at_one(model):
+    """attention=True ranks deviations weighted by what the question attends to: another
+    choice of tokens than the deviation alone, of the same size, and ratio 1 still
+    equals a full prefill."""
+    layout = build_layout(None, rag(docs(3), random_tokens(12, 82)))
+    plain = blend.prefill(model, layout, None, ratio=0.2, selection=blend.Selection())
+    weighted = blend.prefill(model, layout, None, ratio=0.2, selection=blend.Selection(attention=True))
+    assert weighted.stats.recomputed_tokens == plain.stats.recomputed_tokens
+    assert weighted.stats.selected != plain.stats.selected
+    assert all(any(s.start <= p < s.end for s in layout.segments) for p in weighted.stats.selected)
+    full = blend.prefill(model, layout, None, ratio=1.0,
+                         selection=blend.Selection(attention=True, pre_ratios=(1.0,)))
+    torch.testing.assert_close(full.logits, full_logits(model, layout.ids), atol=1e-5, rtol=1e-5)
