@@ -20,8 +20,13 @@ timing: their quality figures only show random weights' exaggerated deviation).
 
 `best_at_95_top1`: the row with the highest speedup among those at >= 95% top-1.
 
+Splits (smollm2): `--split report` (default; the figures in the README) and `--split
+tune` (other documents and questions) for choosing selection settings
+(`--sink/--tail/--metric/--attention/--pre-ratios`, see `hitrate.kv.blend.Selection`;
+`scripts/kv_blend_tune.py` sweeps them on quality alone). Never tune on `report`.
+
 Prints one JSON line. Usage: python benchmarks/kv_blend.py [--docs 6] [--doc-chars 3000]
-[--ratios 0 0.05 0.1 0.15 0.2 0.3 1] [--questions 3] [--device cuda]
+[--ratios 0 0.05 0.1 0.15 0.2 0.3 1] [--questions 3] [--split report|tune] [--device cuda]
 """
 
 from __future__ import annotations
