@@ -336,3 +336,58 @@ def test_blending_a_real_model_stays_close_to_a_full_prefill(smollm2):
     assert scores[1.0].kl_mean < 1e-5 and scores[1.0].top1 == 1.0
     assert scores[0.3].kl_mean < scores[0.0].kl_mean
     assert scores[0.3].top1 >= 0.9
+
+
+# -- selection rules ------------------------------------------------------------------
+
+
+def test_segment_boundary_tokens_are_always_recomputed(model):
+    """sink/tail: every segment's first and last tokens are among the recomputed ones,
+    within the ratio's budget when it is large enough and on top of it when it is not."""
+    parts = rag(docs(3), random_tokens(12, 80))
+    layout = build_layout(None, parts)
+    boundary = set()
+    for span in layout.segments:
+        boundary |= set(range(span.start, span.start + 4)) | set(range(span.end - 3, span.end))
+    plain = blend.prefill(model, layout, None, ratio=0.3, selection=blend.Selection())
+    assert not boundary <= set(plain.stats.selected)  # the deviation alone picks others
+    for ratio, expected in ((0.3, math.ceil(0.3 * layout.segment_tokens)), (0.01, len(boundary))):
+        done = blend.prefill(model, layout, None, ratio=ratio, selection=blend.Selection(sink=4, tail=3))
+        assert boundary <= set(done.stats.selected)
+        assert done.stats.recomputed_tokens == expected
+    # ratio 0 stays plain concatenation: nothing is forced
+    assert blend.prefill(model, layout, None, ratio=0.0,
+                         selection=blend.Selection(sink=4)).stats.recomputed_tokens == 0
+
+
+def test_gradual_filtering_narrows_to_the_ratio_and_stays_exact_at_one(model):
+    parts = rag(docs(3), random_tokens(12, 81))
+    layout = build_layout(None, parts)
+    wide = blend.prefill(model, layout, None, ratio=0.5, selection=blend.Selection())
+    gradual = blend.prefill(model, layout, None, ratio=0.15, selection=blend.Selection(pre_ratios=(0.5,)))
+    assert gradual.stats.recomputed_tokens == math.ceil(0.15 * layout.segment_tokens)
+    assert set(gradual.stats.selected) <= set(wide.stats.selected)  # chosen among the wider set
+    full = blend.prefill(model, layout, None, ratio=1.0, selection=blend.Selection(pre_ratios=(1.0,), sink=2))
+    torch.testing.assert_close(full.logits, full_logits(model, layout.ids), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [dict(sink=-1), dict(metric="q"), dict(pre_ratios=(0.0,)),
+                                 dict(pre_ratios=(0.5, 1.5))])
+def test_bad_selections_are_refused(bad):
+    with pytest.raises(ValueError, match="blend"):
+        blend.Selection(**bad)
+
+
+def test_attention_weighted_selection_keeps_the_budget_and_is_exact_at_one(model):
+    """attention=True ranks deviations weighted by what the question attends to: another
+    choice of tokens than the deviation alone, of the same size, and ratio 1 still
+    equals a full prefill."""
+    layout = build_layout(None, rag(docs(3), random_tokens(12, 82)))
+    plain = blend.prefill(model, layout, None, ratio=0.2, selection=blend.Selection())
+    weighted = blend.prefill(model, layout, None, ratio=0.2, selection=blend.Selection(attention=True))
+    assert weighted.stats.recomputed_tokens == plain.stats.recomputed_tokens
+    assert weighted.stats.selected != plain.stats.selected
+    assert all(any(s.start <= p < s.end for s in layout.segments) for p in weighted.stats.selected)
+    full = blend.prefill(model, layout, None, ratio=1.0,
+                         selection=blend.Selection(attention=True, pre_ratios=(1.0,)))
+    torch.testing.assert_close(full.logits, full_logits(model, layout.ids), atol=1e-5, rtol=1e-5)

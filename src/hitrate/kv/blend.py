@@ -14,10 +14,14 @@ How a prompt is prefilled (after Yao et al., "CacheBlend", EuroSys'25):
 2. Its keys are rotated to the segment's real positions (`hitrate.kv.rope`).
 3. Layers below `check_layer` (2) run on every token (cheap: a few layers). At
    `check_layer` the fresh K/V of every token is compared with the loaded K/V; the
-   `ratio` of segment tokens that deviate most, together with all fresh tokens (text
-   that is not a segment), are the only tokens computed in the layers above. Every
-   other token keeps its loaded K/V there. Fresh tokens attend to everything, so the
-   question still reads all documents.
+   segment tokens that matter most, together with all fresh tokens (text that is not a
+   segment), are the only tokens computed in the layers above. Every other token keeps
+   its loaded K/V there. Fresh tokens attend to everything, so the question still
+   reads all documents. Which tokens (`Selection`): by default the `ratio` that
+   deviate most; optionally each segment's first/last tokens always, deviations
+   weighted by the attention the question pays each token (the first-order error a
+   stale value adds to what the question reads), and gradual filtering (a larger
+   share at the check layer, narrowed down over the next layers).
 
 ratio=1 recomputes everything (equal to a full prefill up to float rounding); ratio=0
 skips the check and is plain concatenation of the loaded KV. A model this cannot run
@@ -179,11 +183,94 @@ def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, blocks: B
     return out.transpose(1, 2).reshape(1, q.shape[2], -1)
 
 
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which segment tokens are recomputed from the check layer up (besides the ratio).
+
+    - `sink`/`tail`: the first/last tokens of every segment are always recomputed
+      (counted in the ratio's budget). A segment's first tokens were computed right after
+      the anchor, its last ones never saw what follows: both are where its cached KV is
+      most out of context (EPIC's "LegoLink" recomputes the first ones).
+    - `metric`: the deviation ranked at the check layer: "kv" (keys and values), "k" or "v".
+    - `attention`: weight each token's deviation by the attention the prompt's trailing
+      fresh text (the question) pays it at that layer: to first order, the error a stale
+      value adds to the question's attention output is that weight times its deviation.
+    - `pre_ratios`: gradual filtering (CacheBlend): the check layer keeps the first
+      (larger) share, each next layer the next share, chosen among the tokens still
+      computed by that layer's own deviation, and the layer after them narrows it down
+      to `ratio`. A share not above the ratio is skipped.
+    """
+
+    sink: int = 0
+    tail: int = 0
+    metric: str = "kv"
+    attention: bool = False
+    pre_ratios: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.sink < 0 or self.tail < 0:
+            raise ValueError("blend sink/tail token counts must be >= 0")
+        if self.metric not in ("kv", "k", "v"):
+            raise ValueError(f"blend selection metric must be kv, k or v, not {self.metric!r}")
+        object.__setattr__(self, "pre_ratios", tuple(float(r) for r in self.pre_ratios))
+        if any(not 0.0 < r <= 1.0 for r in self.pre_ratios):
+            raise ValueError(f"blend pre_ratios must be within (0, 1], not {self.pre_ratios}")
+
+
+# Plain deviation ranking. Selection(attention=True, pre_ratios=(0.5, 0.3)) halves KL at
+# the same ratio on SmolLM2 but costs ~20% more time; at equal TTFT it is no better on
+# the reported split (README, "Reuse of repeated text at any position"), so it is opt-in.
+DEFAULT_SELECTION = Selection()
+
+
+def _deviation(metric: str, k: torch.Tensor, v: torch.Tensor, old_k: torch.Tensor,
+               old_v: torch.Tensor) -> torch.Tensor:
+    """Per-token squared distance ([n]) between fresh and loaded K/V ([H, n, D])."""
+    diff = None
+    if metric in ("kv", "k"):
+        diff = (k - old_k).float().pow(2).sum(dim=(0, 2))
+    if metric in ("kv", "v"):
+        dv = (v - old_v).float().pow(2).sum(dim=(0, 2))
+        diff = dv if diff is None else diff + dv
+    return diff
+
+
+def _suffix_attention(q: torch.Tensor, keys: torch.Tensor, suffix: int, scale: float) -> torch.Tensor:
+    """Mean attention ([T]) that the last `suffix` query rows of q ([1, Hq, n, D]) pay to
+    the keys ([1, Hkv, T, D]) before the first of them (all visible to every row)."""
+    import torch
+
+    total = keys.shape[2]
+    rows = q[0, :, -suffix:].float()
+    k = keys[0, :, :total - suffix].float()
+    k = k.repeat_interleave(rows.shape[0] // k.shape[0], dim=0)
+    probs = torch.softmax(rows @ k.transpose(1, 2) * scale, dim=-1)  # [Hq, suffix, T - suffix]
+    weight = torch.zeros(total, dtype=torch.float32, device=keys.device)
+    weight[:total - suffix] = probs.mean(dim=(0, 1))
+    return weight
+
+
+def _forced_mask(total: int, segments: Sequence[LoadedSegment], selection: Selection, device: Any
+                 ) -> torch.Tensor:
+    """Positions always recomputed: each segment's first `sink` and last `tail` tokens."""
+    import torch
+
+    forced = torch.zeros(total, dtype=torch.bool, device=device)
+    for seg in segments:
+        n = seg.end - seg.start
+        forced[seg.start:seg.start + min(selection.sink, n)] = True
+        if selection.tail:
+            forced[max(seg.start, seg.end - selection.tail):seg.end] = True
+    return forced
+
+
 def blended_forward(model: Any, ids: Sequence[int], segments: Sequence[LoadedSegment], *,
-                    ratio: float = DEFAULT_RATIO, check_layer: int = DEFAULT_CHECK_LAYER
+                    ratio: float = DEFAULT_RATIO, check_layer: int = DEFAULT_CHECK_LAYER,
+                    selection: Selection = DEFAULT_SELECTION
                     ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Prefill of `ids` reusing `segments`' KV. Returns (last-position logits [vocab],
-    KV [L, 2, Hkv, T, D] of the whole prompt, positions recomputed from check_layer up).
+    KV [L, 2, Hkv, T, D] of the whole prompt, positions recomputed from check_layer up
+    (from check_layer + len(pre_ratios) up with `selection.pre_ratios`)).
 
     The caller checked `unsupported_reason`. Segments must not overlap."""
     import torch
@@ -217,7 +304,20 @@ def blended_forward(model: Any, ids: Sequence[int], segments: Sequence[LoadedSeg
     reused[total - 1] = False  # the last token's logits are the point: always computed
 
     num_reused = int(reused.sum())
+    # the fresh text after the last segment (at least the last token): whose attention
+    # `selection.attention` weighs deviations by
+    suffix = total - max((seg.end for seg in segments), default=0)
+    suffix = max(1, min(suffix, total - 1))
     select = num_reused > 0 and ratio > 0
+    # Selection stages: layer -> how many segment tokens stay recomputed above it.
+    stages: dict[int, int] = {}
+    forced = None
+    if select:
+        shares = [r for r in selection.pre_ratios if r > ratio] + [ratio]
+        for offset, share in enumerate(shares[-(num_layers - check_layer):]):
+            stages[check_layer + offset] = math.ceil(share * num_reused)
+        if selection.sink or selection.tail:
+            forced = _forced_mask(total, segments, selection, device) & reused
     # Tokens computed in the current layer: None = every token (then the causal kernel
     # runs), else their positions, ascending, with the attention blocks planned for them.
     active = None if (select or num_reused == 0) else (~reused).nonzero().squeeze(1)
@@ -236,22 +336,40 @@ def blended_forward(model: Any, ids: Sequence[int], segments: Sequence[LoadedSeg
                 q, k, v = _qkv(attn, x, cos_all, sin_all)
             else:
                 q, k, v = _qkv(attn, x, cos_all[:, active], sin_all[:, active])
-            if select and index == check_layer:
-                # Fresh K/V of every token vs the loaded ones: recompute where they differ most.
-                diff = ((k[0] - kv[index, 0, 0]).float().pow(2).sum(dim=(0, 2))
-                        + (v[0] - kv[index, 1, 0]).float().pow(2).sum(dim=(0, 2)))
-                diff = diff.masked_fill(~reused, float("-inf"))
-                top = torch.topk(diff, min(num_reused, math.ceil(ratio * num_reused))).indices
-                selected = top.sort().values.tolist()
-                kv[index, 0] = k  # every token's fresh K/V at this layer is exact: keep it all
-                kv[index, 1] = v
-                if len(selected) < num_reused:
-                    keep = ~reused
+            if index in stages:
+                # Fresh K/V of the tokens computed here vs the loaded ones: only those that
+                # differ most (and the forced ones) stay computed in the layers above.
+                positions = torch.arange(total, device=device) if active is None else active
+                old_k = kv[index, 0, 0] if active is None else kv[index, 0, 0][:, positions]
+                old_v = kv[index, 1, 0] if active is None else kv[index, 1, 0][:, positions]
+                diff = _deviation(selection.metric, k[0], v[0], old_k, old_v)
+                if selection.attention:
+                    keys_now = kv[index, 0].clone()
+                    keys_now[:, :, positions] = k
+                    diff = diff * _suffix_attention(q, keys_now, suffix, attn.scaling)[positions]
+                candidate = reused[positions]
+                diff = diff.masked_fill(~candidate, float("-inf"))
+                keep_count = stages[index]
+                if forced is not None:
+                    must = forced[positions]
+                    diff = diff.masked_fill(must, float("inf"))
+                    keep_count = max(keep_count, int(must.sum()))
+                keep_count = min(keep_count, int(candidate.sum()))
+                top = torch.topk(diff, keep_count).indices
+                selected = positions[top].sort().values.tolist()
+                if active is None:
+                    kv[index, 0] = k  # every token's fresh K/V at this layer is exact: keep it all
+                    kv[index, 1] = v
+                else:
+                    kv[index, 0, :, :, active] = k
+                    kv[index, 1, :, :, active] = v
+                if keep_count < int(candidate.sum()):
+                    keep = ~candidate
                     keep[top] = True
-                    active = keep.nonzero().squeeze(1)
+                    active = positions[keep]
                     blocks = _plan_blocks(active)
-                    q = q[:, :, active]
-                    hidden = hidden[:, active]
+                    q = q[:, :, keep]
+                    hidden = hidden[:, keep]
             elif active is None:
                 kv[index, 0] = k
                 kv[index, 1] = v
@@ -324,7 +442,7 @@ def load_segments(model: Any, layout: PromptLayout, engine: KVEngine | None, anc
 def prefill(model: Any, prompt: Sequence[Part] | PromptLayout, engine: KVEngine | None, *,
             tokenizer: Any = None, ratio: float = DEFAULT_RATIO,
             check_layer: int = DEFAULT_CHECK_LAYER, anchor: Sequence[int] | None = None,
-            store: bool = True) -> BlendPrefill:
+            store: bool = True, selection: Selection = DEFAULT_SELECTION) -> BlendPrefill:
     """Prefills a prompt of segments and fresh text (see `hitrate.kv.segments`).
 
     Segments come from `engine` when cached and are stored there when not (`engine`
@@ -348,7 +466,7 @@ def prefill(model: Any, prompt: Sequence[Part] | PromptLayout, engine: KVEngine 
     segments = load_segments(model, layout, engine, anchor_ids, stats, store=store)
     t0 = time.perf_counter()
     logits, kv, selected = blended_forward(model, layout.ids, segments, ratio=ratio,
-                                           check_layer=check_layer)
+                                           check_layer=check_layer, selection=selection)
     stats.blend_s = time.perf_counter() - t0
     stats.selected = selected
     stats.recomputed_tokens = len(selected)
@@ -360,7 +478,7 @@ def generate(model: Any, tokenizer: Any, prompt: Sequence[Part] | PromptLayout |
              engine: KVEngine | None, *, ratio: float = DEFAULT_RATIO,
              check_layer: int = DEFAULT_CHECK_LAYER, separator: str | None = None,
              anchor: Sequence[int] | None = None, store: bool = True,
-             **gen_kwargs: Any) -> hf.Generation:
+             selection: Selection = DEFAULT_SELECTION, **gen_kwargs: Any) -> hf.Generation:
     """`model.generate` on a blended prefill. `prompt`: parts (`Segment`s and fresh
     text), a layout, or a string cut at `separator` (every piece but the last is a
     segment). Keyword arguments go to `model.generate`."""
@@ -369,7 +487,7 @@ def generate(model: Any, tokenizer: Any, prompt: Sequence[Part] | PromptLayout |
     if isinstance(prompt, str):
         prompt = split_on_separator(prompt, separator) if separator else [prompt]
     done = prefill(model, prompt, engine, tokenizer=tokenizer, ratio=ratio, check_layer=check_layer,
-                   anchor=anchor, store=store)
+                   anchor=anchor, store=store, selection=selection)
     # generate() recomputes the last prompt token from a cache of the ones before it;
     # that token was computed in full by the blend too, so the result is the same.
     done.cache.crop(-1)

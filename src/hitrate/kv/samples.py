@@ -73,11 +73,11 @@ def module_document(name: str, max_chars: int) -> str:
     return "\n\n".join(parts)[:max_chars]
 
 
-def stdlib_documents(count: int, max_chars: int = 3000) -> list[str]:
-    """`count` documents (at most len(DOCUMENT_MODULES)), each up to `max_chars`."""
-    if count > len(DOCUMENT_MODULES):
-        raise ValueError(f"at most {len(DOCUMENT_MODULES)} documents")
-    return [module_document(name, max_chars) for name in DOCUMENT_MODULES[:count]]
+def stdlib_documents(count: int, max_chars: int = 3000, offset: int = 0) -> list[str]:
+    """`count` documents from DOCUMENT_MODULES[offset:], each up to `max_chars`."""
+    if offset + count > len(DOCUMENT_MODULES):
+        raise ValueError(f"at most {len(DOCUMENT_MODULES) - offset} documents from offset {offset}")
+    return [module_document(name, max_chars) for name in DOCUMENT_MODULES[offset:offset + count]]
 
 
 RAG_SYSTEM = ("<|im_start|>system\nYou answer questions using the documents the user gives you."
