@@ -217,3 +217,25 @@ async def test_identical_requests_coalesce_while_the_leader_embeds(semantic_gate
     await client.close()
     assert upstream.calls("chat") == 1
     assert sorted(r.headers["x-hitrate-cache"] for r in replies).count("hit") == 7
+
+
+def test_cache_stats_say_why_paraphrases_hit_or_not(make_gateway):
+    gateway = make_gateway(cache={"semantic": {**NO_DEADLINE, "max_text_chars": 60}})
+    client = gateway.client()
+    ask(client, "什么是人工智能？")
+    ask(client, "AI 是什么？")  # a semantic hit
+    ask(client, "What is the capital of France?")
+    ask(client, "What is the capital of Germany?")  # its candidate is refused
+    ask(client, "x" * 100)  # too long to embed: the lookup is skipped
+    stats = httpx.get(f"{gateway.url}/cache/stats", timeout=30).json()["cache"]["semantic"]
+    assert stats["embedder"] == "multilingual-e5-small"
+    assert stats["verifier"] == "learned"
+    assert stats["hits"] == 1
+    assert stats["lookups"] == 5  # every exact miss, the skipped one included
+    assert stats["skipped"] == {"too_long": 1, "timeouts": 0}
+    assert sum(stats["rejected_candidates"].values()) >= 1
+
+
+def test_cache_stats_have_no_semantic_section_when_it_is_off(gateway):
+    ask(gateway.client(), "hello")
+    assert httpx.get(f"{gateway.url}/cache/stats", timeout=30).json()["cache"]["semantic"] is None

@@ -122,6 +122,15 @@ def stats_payload(state: GatewayState) -> dict[str, Any]:
         "entries": store_stats.entries, "bytes": store_stats.bytes,
         "evictions": store_stats.evictions,
     }
+    semantic = cache.semantic
+    payload["cache"]["semantic"] = None if semantic is None else {
+        # Why paraphrases do or do not hit: lookups after an exact miss, the ones skipped
+        # (too long, embedding past its deadline), candidates refused by reason.
+        "embedder": semantic.embedder.name,
+        "verifier": "rules" if semantic.settings.learned is None else "learned",
+        "lookups": semantic.stats.lookups, "hits": semantic.stats.hits,
+        "skipped": semantic.stats.skipped(), "errors": semantic.stats.errors,
+        "rejected_candidates": dict(semantic.stats.rejected)}
     payload["backend"] = {"name": store.name,
                           "up": not cache.backend_failing and store.failure() is None,
                           "circuit_state": store.circuit_state(),
