@@ -37,12 +37,13 @@ def nearest(rows: list[Row], vectors: dict[str, np.ndarray], protocol: str
     an exact hit, which no threshold decides)."""
     stored = list(dict.fromkeys(a for a, _, _ in rows))
     matrix = np.stack([vectors[a] for a in stored])
+    exact = set(stored)
     out: list[tuple[str | None, float]] = []
     for a, b, _ in rows:
         if protocol == "pair":
             out.append((None, 1.0) if a == b else (a, float(vectors[a] @ vectors[b])))
             continue
-        if b in vectors and b in set(stored):
+        if b in exact:
             out.append((None, 1.0))
             continue
         scores = matrix @ vectors[b]

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from hitrate.errors import APIError
 from hitrate.gateway.auth import Principal, token_from
-from hitrate.gateway.state import state_of
+from hitrate.gateway.state import GatewayState, state_of
 
 
 def json_response(status: int, payload: object, headers: dict[str, str] | None = None) -> Response:
@@ -19,8 +19,9 @@ def error_response(exc: APIError) -> Response:
     return Response(exc.body_bytes(), exc.status, media_type="application/json")
 
 
-def caller(request: Request) -> Principal | None:
-    return state_of(request).keys.authenticate(token_from(request.headers))
+def caller(request: Request, state: GatewayState | None = None) -> Principal | None:
+    """The key's principal, or None. Pass `state` when the route already has it."""
+    return (state or state_of(request)).keys.authenticate(token_from(request.headers))
 
 
 def unauthorized() -> APIError:

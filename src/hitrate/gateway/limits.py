@@ -31,11 +31,7 @@ DEFAULT_BODY_TIMEOUT = 120.0  # 32 MB at 2 Mbit/s takes about as long
 class _Refused(BaseException):
     """Raised from `receive` once the body breaks a limit; unwinds the app. A
     BaseException, like CancelledError, so no `except Exception` in the app turns it into
-    a 500 page before this middleware answers with the real status."""
-
-    def __init__(self, error: APIError):
-        super().__init__(error.status)
-        self.error = error
+    a 500 page before this middleware answers with the real status (`_Body.refused`)."""
 
 
 def _too_large(max_bytes: int) -> APIError:
@@ -162,7 +158,7 @@ class _Body:
 
     def refuse(self, error: APIError) -> _Refused:
         self.refused = error
-        return _Refused(error)
+        return _Refused(error.status)
 
     async def __call__(self) -> Message:
         if self.done:

@@ -16,7 +16,6 @@ from hitrate import kinds, tracing
 from hitrate.errors import APIError
 from hitrate.gateway.access import admin_denied, caller, error_response, json_response, unauthorized
 from hitrate.gateway.asgi import ProxyASGIResponse
-from hitrate.gateway.auth import token_from
 from hitrate.gateway.proxy import ProxyResponse
 from hitrate.gateway.state import state_of
 from hitrate.kinds import EndpointKind
@@ -26,7 +25,7 @@ log = logging.getLogger("hitrate.gateway")
 
 async def api_endpoint(request: Request, kind: EndpointKind) -> Response | ProxyASGIResponse:
     state = state_of(request)
-    principal = state.keys.authenticate(token_from(request.headers))
+    principal = caller(request, state)
     if principal is None:
         return ProxyASGIResponse(ProxyResponse.error(unauthorized(), kind))
     body = await request.body()

@@ -83,6 +83,10 @@ class LearnedVerifier:
         for script in SCRIPTS:
             self.thresholds.setdefault(script, strictest if pooled is None else pooled)
 
+    def threshold(self, script_a: str, script_b: str) -> float:
+        """The model score a pair of texts in these scripts must reach (mixed: latin's)."""
+        return self.thresholds[script_a if script_a == script_b else "latin"]
+
     def score(self, query: str, cached: str, cosine: float) -> float:
         """P(same meaning) as the model estimates it, before calibration."""
         x = (features(query, cached, cosine) - self.mean) / self.scale
@@ -111,8 +115,7 @@ class LearnedVerifier:
         if _acronym_expansion(query, cached, cosine):
             return Verdict(True, "ok", 1.0)  # AI <-> 人工智能, all else equal
         score = self.score(query, cached, cosine)
-        script = qa.script if qa.script == qb.script else "latin"
-        if score >= self.thresholds[script]:
+        if score >= self.threshold(qa.script, qb.script):
             return Verdict(True, "ok", score)
         return Verdict(False, "model", score)
 

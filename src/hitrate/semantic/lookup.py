@@ -22,6 +22,7 @@ from hitrate.semantic.explore import Explorer
 from hitrate.semantic.index import Match, VectorIndex
 from hitrate.semantic.judge import Band, Judge
 from hitrate.semantic.learned import LearnedVerifier, Verdict, load_verifier
+from hitrate.semantic.text import analyze
 from hitrate.semantic.vectors import EmbedLimits, EmbedQueue, VectorCache
 from hitrate.semantic.verifier import VerifierSettings, verify
 
@@ -110,7 +111,6 @@ class SemanticLayer:
     async def warm(self) -> None:
         """Load the embedder and the tokenizers before the first request needs them."""
         from hitrate.semantic.embedders import LocalEmbedder
-        from hitrate.semantic.text import analyze
 
         try:
             if isinstance(self.embedder, LocalEmbedder):  # never a paid upstream call
@@ -231,7 +231,8 @@ class SemanticLayer:
         if not verdict.accept and (learned is None or verdict.reason != "model"):
             return None
         if learned is not None:
-            threshold, default_low = _threshold_of(learned, query, cached), 0.5
+            threshold = learned.threshold(analyze(query).script, analyze(cached).script)
+            default_low = 0.5
         else:  # the rules: scores are cosines; ask about the accepted ones near the floor
             floor = self.search_floor
             threshold, default_low = floor + 0.03, floor
@@ -277,15 +278,6 @@ class SemanticLayer:
             self.judge.close()
         await self.index.close()
         await self.embedder.close()
-
-
-def _threshold_of(learned: LearnedVerifier, query: str, cached: str) -> float:
-    """The learned verifier's threshold for this pair (as `LearnedVerifier.verify` picks it)."""
-    from hitrate.semantic.text import analyze
-
-    qa, qb = analyze(query).script, analyze(cached).script
-    thresholds = learned.thresholds
-    return thresholds.get(qa if qa == qb else "latin", max(thresholds.values()))
 
 
 def build_semantic(config: SemanticConfig, resolve_upstream: Any = None) -> SemanticLayer:
