@@ -7,7 +7,8 @@ most recall any single threshold gets at the false-hit budget there).
                                            [--tune-part calibrate]
 
 `--tune-part calibrate`: the threshold is chosen on that part (per protocol) and applied
-to `--part`: a fair baseline, not an oracle.
+to `--part`: a fair baseline, not an oracle. `--tune-file OTHER.tsv` takes that part
+from another file (a held-out file scored with a threshold tuned on its training twin).
 
 Same protocols and counting as `semantic_eval.py`, with the default embedder's (e5)
 vectors: `full` looks each text_b up against every text_a (identical text is an exact
@@ -101,10 +102,12 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.02)
     parser.add_argument("--vectors", type=Path, default=Path("/tmp/hitrate-e5-vectors.npz"))
     parser.add_argument("--tune-part", choices=["fit", "calibrate", "test"])
+    parser.add_argument("--tune-file", type=Path, help="take --tune-part from this file")
     args = parser.parse_args()
     every = read_pairs(args.pairs)
     rows = split(every, args.part) if args.part else every
-    tune = split(every, args.tune_part) if args.tune_part else None
+    tuning = read_pairs(args.tune_file) if args.tune_file else every
+    tune = split(tuning, args.tune_part) if args.tune_part else None
     store = Embeddings(args.vectors)
     texts = list(dict.fromkeys(t for a, b, _ in rows + (tune or []) for t in (a, b)))
     vectors = dict(zip(texts, store.get(texts), strict=True))
@@ -117,6 +120,7 @@ def main() -> None:
             result = score_at(rows, found, 2.0 if chosen is None else float(chosen))
         print(json.dumps({"benchmark": "semantic_baseline", "set": args.pairs.name,
                           "part": args.part, "tuned_on": args.tune_part or args.part,
+                          "tune_file": args.tune_file.name if args.tune_file else None,
                           "protocol": protocol, "budget": args.budget,
                           "pairs": len(rows), **result}))
 

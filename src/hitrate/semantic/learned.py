@@ -150,10 +150,13 @@ _ZH_SYNONYMS = {"如何": "怎么", "怎样": "怎么", "咋": "怎么", "为啥
 
 
 def _significant(text: str) -> tuple[str, ...]:
+    """The words that decide what is asked, in order, and every number and symbol: the
+    Chinese word split drops decimals ("0.25"), which must still tell texts apart."""
+    analysis = analyze(text)
     kept = (w for w in words(text) if w not in _FILLERS)
-    if analyze(text).script == "zh":
+    if analysis.script == "zh":
         kept = (_ZH_SYNONYMS.get(w, w) for w in kept)
-    return (*kept, *_symbols(text))
+    return (*kept, *_symbols(text), *analysis.numbers)
 
 
 def _person_changed(a: tuple[str, ...], b: tuple[str, ...], script: str) -> bool:
