@@ -45,6 +45,7 @@ from hitrate.config import SemanticConfig
 from hitrate.controls import Controls
 from hitrate.engine import Lookup, Plan, ResponseCache
 from hitrate.entry import Entry
+from hitrate.semantic.features import differing_words
 from hitrate.semantic.lookup import SemanticLayer, build_semantic
 from hitrate.stores.memory import MemoryStore
 
@@ -142,7 +143,7 @@ async def why_lost(semantic: SemanticLayer, b_plan: Plan, a_plan: Plan) -> str:
     match = next((m for m in matches if m.key == a_plan.key), None)
     if match is None:
         return "not_in_top_k"
-    return "vetoed:" + semantic.verdict(text_b, text_a, match.score).reason
+    return "vetoed:" + (await semantic.verdict(text_b, text_a, match.score, scope)).reason
 
 
 def preload_vectors(cache: ResponseCache, semantic: SemanticLayer, path: Path,
@@ -159,6 +160,25 @@ def preload_vectors(cache: ResponseCache, semantic: SemanticLayer, path: Path,
         for text in (a, b):
             plan = plan_for(cache, text, n, protocol)
             semantic.prefill(text, plan.semantic_scope or "", by_text[text])
+    # The verifier also embeds the words two texts do not share: those of each text_b
+    # against the text_a it will meet (its own line's, and under `full` its nearest).
+    stored = list(dict.fromkeys(a for a, _, _ in rows))
+    near = np.stack([by_text[a] for a in stored])
+    meets: list[tuple[int, str, str]] = []
+    for n, (a, b, _) in enumerate(rows):
+        others = ([stored[j] for j in np.argsort(-(near @ by_text[b]))[:5]]
+                  if protocol == "full" else [])
+        meets += [(n, b, other) for other in dict.fromkeys([a, *others]) if other != b]
+    diffs = [(n, b, d) for n, b, a in meets if (d := differing_words(b, a)) is not None]
+    if not diffs:
+        return
+    words = list(dict.fromkeys(t for _, _, d in diffs for t in d))
+    by_words = dict(zip(words, store.get(words), strict=True))
+    store.save()
+    for n, b, d in diffs:
+        scope = plan_for(cache, b, n, protocol).semantic_scope or ""
+        for text in d:
+            semantic.prefill(text, scope, by_words[text])
 
 
 async def evaluate(rows: list[Row], settings: SemanticConfig, protocol: str,

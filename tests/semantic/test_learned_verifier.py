@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hitrate.config import SemanticConfig
-from hitrate.semantic.features import NAMES, features
+from hitrate.semantic.features import NAMES, differing_words, features
 from hitrate.semantic.learned import MODEL_PATH, load_verifier, threshold_for
 from hitrate.semantic.lookup import SemanticLayer, build_semantic
 
@@ -40,6 +40,23 @@ PARAPHRASES = [
     ("什么是人工智能？", "AI 是什么？"),
 ]
 
+
+# Natural questions one word apart that ask something else: the model weighs the
+# embedder's cosine of the differing words (puppy / kitten), not only the sentences'.
+ONE_WORD_APART = [
+    ("How do I get my puppy to stop biting?", "How do I get my kitten to stop biting?"),
+    ("What's the best way to pay off student loans?",
+     "What's the best way to pay off credit card debt?"),
+    ("How much does a wedding photographer cost?", "How much does a wedding planner cost?"),
+    ("Is coffee bad for your kidneys?", "Is coffee bad for your liver?"),
+]
+# English openings that ask the same thing, and one that does not (who is asked).
+EN_SAME_OPENINGS = [
+    ("How can I learn Rust?", "How to learn Rust?"),
+    ("How do I learn Rust?", "How should I learn Rust?"),
+    ("What is a Roth IRA?", "What's a Roth IRA?"),
+]
+EN_OTHER_PERSON = [("How do I learn Rust?", "How do you learn Rust?")]
 
 # Chinese question words that mean the same thing: a swap is the same question.
 ZH_SYNONYM_SWAPS = [
@@ -89,8 +106,9 @@ def test_a_tighter_budget_never_lowers_the_threshold():
     loose, strict = load_verifier(0.1), load_verifier(0.01)
     for script in ("latin", "zh", "ja"):
         assert strict.thresholds[script] >= loose.thresholds[script]
-    # a script without calibration of its own (Japanese: never trained on) gets the pooled one
-    assert loose.thresholds["ja"] == loose.thresholds["latin"]
+    # Japanese: the model never accepts (JSTS-style labels call most rewordings of a
+    # scene different); only the rules hit
+    assert loose.thresholds["ja"] == float("inf")
 
 
 def test_threshold_for_respects_the_budget():
@@ -110,12 +128,36 @@ def test_features_see_the_words_the_old_analysis_dropped():
     assert x[names.index("one_sided")] == 1.0
 
 
-@pytest.mark.parametrize(("stored", "asked"), ZH_SYNONYM_SWAPS)
-async def test_chinese_question_word_synonyms_hit(layer, stored, asked):
-    assert await _served(layer, stored, asked, f"zh-syn:{stored}")
-    assert await _served(layer, asked, stored, f"zh-syn-reversed:{stored}")
+@pytest.mark.parametrize(("stored", "asked"), ZH_SYNONYM_SWAPS + EN_SAME_OPENINGS)
+async def test_question_words_that_ask_the_same_hit(layer, stored, asked):
+    assert await _served(layer, stored, asked, f"syn:{stored}")
+    assert await _served(layer, asked, stored, f"syn-reversed:{stored}")
 
 
 @pytest.mark.parametrize(("stored", "asked"), ZH_NOT_SYNONYMS)
 async def test_chinese_question_words_that_differ_miss(layer, stored, asked):
     assert not await _served(layer, stored, asked, f"zh-diff:{stored}")
+
+
+@pytest.mark.parametrize(("stored", "asked"), ONE_WORD_APART)
+async def test_one_word_apart_natural_questions_miss(layer, stored, asked):
+    assert not await _served(layer, stored, asked, f"apart:{stored}")
+    # the model was asked, with the differing words embedded beside the texts
+    only_stored, only_asked = differing_words(asked, stored)
+    tenant = layer._tenant_of(f"apart:{stored}")
+    assert layer.vectors.get(tenant, only_stored) is not None
+    assert layer.vectors.get(tenant, only_asked) is not None
+
+
+@pytest.mark.parametrize(("stored", "asked"), EN_OTHER_PERSON)
+async def test_an_opening_about_someone_else_misses(layer, stored, asked):
+    assert not await _served(layer, stored, asked, f"person:{stored}")
+
+
+def test_differing_words_are_each_sides_own_in_order():
+    assert differing_words("How do I get my puppy to stop biting?",
+                           "How do I get my kitten to stop biting?") == ("puppy", "kitten")
+    assert differing_words("What is the capital of France?",
+                           "Which city is the capital of France?") == ("what", "which city")
+    # one side only adds words: nothing to compare
+    assert differing_words("Why is the sky blue?", "Why is the sky blue at noon?") is None

@@ -49,11 +49,11 @@ def test_an_agreeing_answer_keeps_the_entry_serving(make_gateway, upstream):
     client = gateway.client()
     # [[answer:paris]]: the fake upstream answers exactly "paris", on every call.
     ask(client, "What is the capital of France? [[answer:paris]]")
-    headers, _ = ask(client, "Which city is the capital of France? [[answer:paris]]",
+    headers, _ = ask(client, "What's the capital of France? [[answer:paris]]",
                      extra_body=NO_STORE)
     assert headers["x-hitrate-cache"] == "miss"  # explored
     gateway.cache.semantic.explorer.rate = 0.0
-    headers, answer = ask(client, "Which city is the capital of France? [[answer:paris]]",
+    headers, answer = ask(client, "What's the capital of France? [[answer:paris]]",
                           extra_body=NO_STORE)
     assert headers["x-hitrate-cache-kind"] == "semantic"
     assert answer.choices[0].message.content == "paris"

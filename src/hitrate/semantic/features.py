@@ -67,6 +67,7 @@ NAMES = (
     *(f"script_{s}" for s in SCRIPTS),
     *(f"cos_x_{s}" for s in SCRIPTS),
     *(f"dice_x_{s}" for s in SCRIPTS),
+    "diff_cos", "diff_cos_hi", "diff_both",
 )
 
 
@@ -102,7 +103,33 @@ def _kind_diff(only: Counter[str], vocabulary: frozenset[str]) -> int:
     return sum(n for w, n in only.items() if w in vocabulary)
 
 
-def features(query: str, cached: str, cosine: float) -> np.ndarray:
+def differing_words(query: str, cached: str) -> tuple[str, str] | None:
+    """The words only one side has, each side's in its own order ("newborn" / "toddler"),
+    when both sides have some: the embedder says whether a swap keeps the meaning
+    (kid / child) or changes what is asked (newborn / toddler, car loan / mortgage)."""
+    wa, wb = words(query), words(cached)
+    ca, cb = Counter(wa), Counter(wb)
+    only_a, only_b = ca - cb, cb - ca
+    if not only_a or not only_b:
+        return None
+    joiner = " " if analyze(query).script == "latin" else ""
+
+    def kept(ws: tuple[str, ...], only: Counter[str]) -> str:
+        left = Counter(only)
+        out = []
+        for w in ws:
+            if left[w] > 0:
+                left[w] -= 1
+                out.append(w)
+        return joiner.join(out)
+
+    return kept(wa, only_a), kept(wb, only_b)
+
+
+def features(query: str, cached: str, cosine: float,
+             diff_cosine: float | None = None) -> np.ndarray:
+    """`diff_cosine`: the embedder's cosine between the two sides' `differing_words`
+    (None when one side only adds or drops words)."""
     qa, qb = analyze(query), analyze(cached)
     wa, wb = Counter(words(query)), Counter(words(cached))
     only = (wa - wb) + (wb - wa)
@@ -137,5 +164,7 @@ def features(query: str, cached: str, cosine: float) -> np.ndarray:
         *s_onehot,
         *(cosine * s for s in s_onehot),
         *(dice * s for s in s_onehot),
+        diff_cosine or 0.0, max(0.0, (diff_cosine or 0.0) - 0.85) * 10,
+        float(diff_cosine is not None),
     ]
     return np.asarray(values, dtype=np.float64)

@@ -87,16 +87,25 @@ class LearnedVerifier:
         """The model score a pair of texts in these scripts must reach (mixed: latin's)."""
         return self.thresholds[script_a if script_a == script_b else "latin"]
 
-    def score(self, query: str, cached: str, cosine: float) -> float:
+    def score(self, query: str, cached: str, cosine: float,
+              diff_cosine: float | None = None) -> float:
         """P(same meaning) as the model estimates it, before calibration."""
-        x = (features(query, cached, cosine) - self.mean) / self.scale
+        x = (features(query, cached, cosine, diff_cosine) - self.mean) / self.scale
         for i, (w, b) in enumerate(self.layers):
             x = x @ w + b
             if i < len(self.layers) - 1:
                 x = np.maximum(x, 0.0)
         return float(1.0 / (1.0 + math.exp(-float(np.clip(x[0], -30, 30)))))
 
-    def verify(self, query: str, cached: str, cosine: float) -> Verdict:
+    @property
+    def uses_differing_words(self) -> bool:
+        """Whether the model weighs the embedder's cosine of the differing words (models
+        fitted before that feature leave it at zero weight)."""
+        return bool(self.layers[0][0][NAMES.index("diff_both")].any())
+
+    def settle(self, query: str, cached: str, cosine: float) -> Verdict | None:
+        """The verdict when no model is needed (the floor, the guards, the always-hit
+        rules); None: ask the model (`decide`)."""
         if cosine < self.min_similarity:
             return Verdict(False, "similarity")
         qa, qb = analyze(query), analyze(cached)
@@ -114,10 +123,21 @@ class LearnedVerifier:
             return Verdict(False, "pronoun")  # "Should I ..." / "Will you ...", 你的
         if _acronym_expansion(query, cached, cosine):
             return Verdict(True, "ok", 1.0)  # AI <-> 人工智能, all else equal
-        score = self.score(query, cached, cosine)
-        if score >= self.threshold(qa.script, qb.script):
+        return None
+
+    def decide(self, query: str, cached: str, cosine: float,
+               diff_cosine: float | None = None) -> Verdict:
+        """The model's verdict at the calibrated threshold of the pair's scripts."""
+        score = self.score(query, cached, cosine, diff_cosine)
+        if score >= self.threshold(analyze(query).script, analyze(cached).script):
             return Verdict(True, "ok", score)
         return Verdict(False, "model", score)
+
+    def verify(self, query: str, cached: str, cosine: float,
+               diff_cosine: float | None = None) -> Verdict:
+        settled = self.settle(query, cached, cosine)
+        return settled if settled is not None else self.decide(query, cached, cosine,
+                                                               diff_cosine)
 
 
 # Pronouns that name who is asked about ("it" / "they" often swap in a rewording).
@@ -149,13 +169,29 @@ _ZH_SYNONYMS = {"如何": "怎么", "怎样": "怎么", "咋": "怎么", "为啥
                 "为何": "为什么", "啥": "什么", "哪儿": "哪里", "没": "没有"}
 
 
+# English question openings that ask the same thing: "How can I ..." is "How do I ..."
+# and "How to ...". Not "Can I ..." / "Do I ...", nor "How do you ..." (personal).
+_EN_OPENINGS = {("how", "can", "i"): ("how", "do", "i"), ("how", "could", "i"): ("how", "do", "i"),
+                ("how", "should", "i"): ("how", "do", "i"), ("how", "to"): ("how", "do", "i"),
+                ("whats",): ("what", "is"), ("hows",): ("how", "is")}
+
+
+def _openings(kept: list[str]) -> list[str]:
+    for phrase, same in _EN_OPENINGS.items():
+        if tuple(kept[:len(phrase)]) == phrase:
+            return [*same, *kept[len(phrase):]]
+    return kept
+
+
 def _significant(text: str) -> tuple[str, ...]:
     """The words that decide what is asked, in order, and every number and symbol: the
     Chinese word split drops decimals ("0.25"), which must still tell texts apart."""
     analysis = analyze(text)
-    kept = (w for w in words(text) if w not in _FILLERS)
+    kept = [w for w in words(text) if w not in _FILLERS]
     if analysis.script == "zh":
-        kept = (_ZH_SYNONYMS.get(w, w) for w in kept)
+        kept = [_ZH_SYNONYMS.get(w, w) for w in kept]
+    elif analysis.script == "latin":
+        kept = _openings(kept)
     return (*kept, *_symbols(text), *analysis.numbers)
 
 

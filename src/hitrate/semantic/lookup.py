@@ -19,6 +19,7 @@ import numpy as np
 from hitrate import keys
 from hitrate.semantic.embedders import Embedder
 from hitrate.semantic.explore import Explorer
+from hitrate.semantic.features import differing_words
 from hitrate.semantic.index import Match, VectorIndex
 from hitrate.semantic.judge import Band, Judge
 from hitrate.semantic.learned import LearnedVerifier, Verdict, load_verifier
@@ -176,13 +177,44 @@ class SemanticLayer:
                else settings.verifier.min_similarity)
         return max(own, settings.min_similarity or 0.0)
 
-    def verdict(self, query: str, cached: str, similarity: float) -> Verdict:
+    async def verdict(self, query: str, cached: str, similarity: float, scope: str) -> Verdict:
         """May the answer cached for `cached` be served for `query`? (`score`: the
         model's, for ranking candidates; the cosine under the rules.)"""
-        if self.settings.learned is not None:
-            return self.settings.learned.verify(query, cached, similarity)
-        verdict = verify(query, cached, similarity, self.settings.verifier)
-        return Verdict(verdict.accept, verdict.reason, similarity)
+        learned = self.settings.learned
+        if learned is None:
+            verdict = verify(query, cached, similarity, self.settings.verifier)
+            return Verdict(verdict.accept, verdict.reason, similarity)
+        settled = learned.settle(query, cached, similarity)
+        if settled is not None:
+            return settled
+        diff_cosine = None
+        if learned.uses_differing_words and (diff := differing_words(query, cached)):
+            vectors = await self._embed_both(diff, scope)
+            if vectors is None:
+                return Verdict(False, "timeout")  # the model needs them; a miss is safe
+            diff_cosine = float(vectors[0] @ vectors[1])
+        return learned.decide(query, cached, similarity, diff_cosine)
+
+    async def _embed_both(self, texts: tuple[str, str], scope: str
+                          ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Two short texts' vectors in one embedder batch, within the lookup deadline."""
+        tenant = self._tenant_of(scope)
+        found = [self.vectors.get(tenant, t) for t in texts]
+        futures = {t: self.queue.embed(t) for t, v in zip(texts, found, strict=True)
+                   if v is None}  # queued together: one batch
+        if futures:
+            timeout = self.settings.limits.timeout
+            try:
+                done = await asyncio.wait_for(asyncio.gather(*futures.values()), timeout)
+            except TimeoutError:
+                self.stats.timeouts += 1
+                return None
+            for text, vector in zip(futures, done, strict=True):
+                self.vectors.put(tenant, text, vector)
+            found = [self.vectors.get(tenant, t) if v is None else v
+                     for t, v in zip(texts, found, strict=True)]
+        a, b = found
+        return None if a is None or b is None else (a, b)
 
     async def candidates(self, text: str, scope: str, vector: Any) -> list[tuple[Match, str]]:
         """Verified candidates, best first, as (match, reason='ok'). Empty when the
@@ -205,7 +237,7 @@ class SemanticLayer:
         out = []
         rejected = self.stats.rejected
         for match in matches:
-            verdict = self.verdict(text, match.text, match.score)
+            verdict = await self.verdict(text, match.text, match.score, scope)
             sure = verdict.accept
             if self.judge is not None:
                 decision = self._banded(text, match.text, verdict)
