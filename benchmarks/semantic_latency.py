@@ -1,6 +1,6 @@
 """End-to-end semantic hit latency through the gateway (CPU, default embedder).
 
-    python benchmarks/semantic_latency.py [--n 100]
+    python benchmarks/semantic_latency.py [--n 100] [--paraphrase "TEMPLATE {}"]
 
 Starts the simulated upstream and `hitrate serve` (memory store + semantic layer with the
 embedded index) as separate processes, stores N questions ("How do I learn X?"), then
@@ -8,7 +8,10 @@ asks their paraphrases ("How can I learn X?") and times each answer with a keep-
 client. `cold`: the paraphrase is new text, so its embedding is computed inside the
 request; `warm`: the same paraphrase asked again (exact miss, cached embedding, index
 search and verification). Also reports exact-hit and miss latency for comparison.
-Prints one JSON line.
+`--paraphrase`: the asked question's template. The default ("How can I learn {}?") is
+decided by the rules (the same opening); "What is the best way to learn {}?" goes to
+the model, which also embeds the words the two questions do not share. Prints one JSON
+line.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def pct(values: list[float], p: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--paraphrase", default="How can I learn {}?")
     args = parser.parse_args()
     topics = TOPICS[: args.n]
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,8 +76,8 @@ def main() -> None:
                 time.sleep(1.0)
                 miss = [ask(f"How do I learn {t}?")[0] for t in topics]
                 exact = [ask(f"How do I learn {t}?")[0] for t in topics]
-                cold = [ask(f"How can I learn {t}?") for t in topics]
-                warm = [ask(f"How can I learn {t}?") for t in topics]
+                cold = [ask(args.paraphrase.format(t)) for t in topics]
+                warm = [ask(args.paraphrase.format(t)) for t in topics]
                 # Lookups that gave up on their embedding (a miss by design): should be 0.
                 metrics = client.get(f"http://127.0.0.1:{gw_port}/metrics").text
                 timeouts = next((float(line.split()[-1]) for line in metrics.splitlines()
@@ -84,7 +88,8 @@ def main() -> None:
     semantic_cold = [s for s, kind in cold if kind == "semantic"]
     semantic_warm = [s for s, kind in warm if kind == "semantic"]
     print(json.dumps({
-        "benchmark": "semantic_latency", "n": len(topics), "embedder": "multilingual-e5-small",
+        "benchmark": "semantic_latency", "n": len(topics), "paraphrase": args.paraphrase,
+        "embedder": "multilingual-e5-small",
         "semantic_hits_cold": len(semantic_cold), "semantic_hits_warm": len(semantic_warm),
         "semantic_hit_cold_p50_ms": pct(semantic_cold, 50) if semantic_cold else None,
         "semantic_hit_cold_p99_ms": pct(semantic_cold, 99) if semantic_cold else None,

@@ -142,11 +142,22 @@ async def test_chinese_question_words_that_differ_miss(layer, stored, asked):
 @pytest.mark.parametrize(("stored", "asked"), ONE_WORD_APART)
 async def test_one_word_apart_natural_questions_miss(layer, stored, asked):
     assert not await _served(layer, stored, asked, f"apart:{stored}")
-    # the model was asked, with the differing words embedded beside the texts
-    only_stored, only_asked = differing_words(asked, stored)
-    tenant = layer._tenant_of(f"apart:{stored}")
-    assert layer.vectors.get(tenant, only_stored) is not None
-    assert layer.vectors.get(tenant, only_asked) is not None
+
+
+async def test_the_differing_words_are_embedded_only_when_they_can_decide(layer):
+    asked, stored = "What is the best way to learn Rust?", "How do I learn Rust?"
+    # at this cosine the model's verdict turns on how close "what is the best way to"
+    # and "how do i" are: both are embedded (one batch) and cached for the tenant
+    await layer.verdict(asked, stored, 0.97, "words-decide")
+    tenant = layer._tenant_of("words-decide")
+    assert all(layer.vectors.get(tenant, t) is not None
+               for t in differing_words(asked, stored))
+    # kitten / puppy at 0.97: even identical words would not reach the threshold
+    asked, stored = ("How do I get my kitten to stop biting?",
+                     "How do I get my puppy to stop biting?")
+    verdict = await layer.verdict(asked, stored, 0.97, "words-cannot")
+    assert not verdict.accept and verdict.reason == "model"
+    assert layer.vectors.get(layer._tenant_of("words-cannot"), "kitten") is None
 
 
 @pytest.mark.parametrize(("stored", "asked"), EN_OTHER_PERSON)
@@ -161,3 +172,21 @@ def test_differing_words_are_each_sides_own_in_order():
                            "Which city is the capital of France?") == ("what", "which city")
     # one side only adds words: nothing to compare
     assert differing_words("Why is the sky blue?", "Why is the sky blue at noon?") is None
+
+
+@pytest.mark.parametrize(("query", "cached", "cosine"), [
+    ("How do I get my kitten to stop biting?", "How do I get my puppy to stop biting?", 0.97),
+    ("What is the best way to learn Rust?", "How do I learn Rust?", 0.95),
+    ("What is the best way to learn Rust?", "How do I learn Rust?", 0.97),
+    ("Which city is the capital of France?", "What is the capital of France?", 0.99),
+    ("Is coffee bad for your liver?", "Is coffee bad for your kidneys?", 0.90),
+])
+def test_skipping_the_differing_words_never_changes_a_verdict(query, cached, cosine):
+    verifier = load_verifier()
+    bound = verifier.without_differing_words(query, cached, cosine)
+    verdicts = {verifier.decide(query, cached, cosine, d).accept
+                for d in np.linspace(-1.0, 1.0, 41)}
+    if bound is not None:  # decided without embedding: every cosine agrees
+        assert verdicts == {bound.accept}
+    else:  # left to the words: they must be able to change it
+        assert verdicts == {True, False}

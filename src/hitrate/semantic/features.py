@@ -56,6 +56,7 @@ arent wasnt werent wont wouldnt shouldnt couldnt hasnt havent hadnt
 VETO_REASONS = ("ok", "numbers", "negation", "reorder", "extra_content", "entity_swap",
                 "slot_swap", "rewording_script", "rewording")
 SCRIPTS = ("latin", "zh", "ja")
+DIFF_KNEE, DIFF_KNEE_SLOPE = 0.85, 10.0  # diff_cos_hi: how far above 0.85, scaled
 _VETO_SETTINGS = VerifierSettings(min_similarity=0.0)
 
 NAMES = (
@@ -164,7 +165,7 @@ def features(query: str, cached: str, cosine: float,
         *s_onehot,
         *(cosine * s for s in s_onehot),
         *(dice * s for s in s_onehot),
-        diff_cosine or 0.0, max(0.0, (diff_cosine or 0.0) - 0.85) * 10,
+        diff_cosine or 0.0, max(0.0, (diff_cosine or 0.0) - DIFF_KNEE) * DIFF_KNEE_SLOPE,
         float(diff_cosine is not None),
     ]
     return np.asarray(values, dtype=np.float64)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hitrate.semantic.features import NAMES, PRONOUNS, SCRIPTS, features, words
+from hitrate.semantic.features import DIFF_KNEE_SLOPE, NAMES, PRONOUNS, SCRIPTS, features, words
 from hitrate.semantic.text import analyze
 from hitrate.semantic.verifier import VerifierSettings, verify
 
@@ -102,6 +102,30 @@ class LearnedVerifier:
         """Whether the model weighs the embedder's cosine of the differing words (models
         fitted before that feature leave it at zero weight)."""
         return bool(self.layers[0][0][NAMES.index("diff_both")].any())
+
+    def without_differing_words(self, query: str, cached: str, cosine: float) -> Verdict | None:
+        """The model's verdict when the differing words' cosine cannot change it: the
+        logistic model's score only grows with that cosine, so if even a cosine of 1
+        stays below the threshold (or -1 reaches it) nothing needs embedding. None: the
+        words decide."""
+        if not self._monotone_in_diff:
+            return None
+        threshold = self.threshold(analyze(query).script, analyze(cached).script)
+        high = self.score(query, cached, cosine, 1.0)
+        if high < threshold:
+            return Verdict(False, "model", high)
+        low = self.score(query, cached, cosine, -1.0)
+        return Verdict(True, "ok", low) if low >= threshold else None
+
+    @property
+    def _monotone_in_diff(self) -> bool:
+        """The logistic model's slope in the differing words' cosine, on both pieces of
+        the feature (below and above the `diff_cos_hi` knee), is never negative."""
+        if len(self.layers) != 1:
+            return False
+        w = self.layers[0][0][:, 0] / self.scale
+        below = w[NAMES.index("diff_cos")]
+        return below >= 0 and below + DIFF_KNEE_SLOPE * w[NAMES.index("diff_cos_hi")] >= 0
 
     def settle(self, query: str, cached: str, cosine: float) -> Verdict | None:
         """The verdict when no model is needed (the floor, the guards, the always-hit

@@ -189,6 +189,10 @@ class SemanticLayer:
             return settled
         diff_cosine = None
         if learned.uses_differing_words and (diff := differing_words(query, cached)):
+            if self.judge is None:  # (the judge's band needs the exact score)
+                bound = learned.without_differing_words(query, cached, similarity)
+                if bound is not None:
+                    return bound
             vectors = await self._embed_both(diff, scope)
             if vectors is None:
                 return Verdict(False, "timeout")  # the model needs them; a miss is safe
@@ -234,10 +238,20 @@ class SemanticLayer:
             return []
         matches = await self.index.search(vector, scope=scope, k=self.settings.top_k,
                                           min_score=self.search_floor)
+        learned = self.settings.learned
+        if learned is not None and self.judge is None and self.explorer is None:
+            # A candidate the rules accept is served first whatever the others score:
+            # asking the model about them would only cost embedder calls.
+            ruled = [m for m in matches
+                     if (v := learned.settle(text, m.text, m.score)) is not None and v.accept]
+            matches = ruled or matches
         out = []
         rejected = self.stats.rejected
-        for match in matches:
-            verdict = await self.verdict(text, match.text, match.score, scope)
+        # All candidates at once: the words each does not share with the question are
+        # embedded in one batch, not one embedder call per candidate.
+        verdicts = await asyncio.gather(*(self.verdict(text, m.text, m.score, scope)
+                                          for m in matches))
+        for match, verdict in zip(matches, verdicts, strict=True):
             sure = verdict.accept
             if self.judge is not None:
                 decision = self._banded(text, match.text, verdict)
