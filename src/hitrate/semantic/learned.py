@@ -61,36 +61,20 @@ def threshold_for(scores: np.ndarray, false: np.ndarray, budget: float) -> float
     return best
 
 
-class LearnedVerifier:
-    def __init__(self, model: dict, max_false_rate: float = 0.02):
-        if model["features"] != list(NAMES):
-            raise ValueError("verifier model was trained on other features; retrain it "
-                             "with benchmarks/semantic_train.py")
-        self.model = model
-        self.mean = np.asarray(model["mean"])
-        self.scale = np.asarray(model["scale"])
-        self.layers = [(np.asarray(w), np.asarray(b)) for w, b in model["layers"]]
-        self.min_similarity = float(model["min_similarity"])
-        self.max_false_rate = max_false_rate
-        self.thresholds: dict[str, float] = {}
-        for script, data in model["calibration"].items():
-            self.thresholds[script] = threshold_for(np.asarray(data["scores"]),
-                                                    np.asarray(data["false"]), max_false_rate)
-        # Scripts without their own calibration: the pooled one ("all"), else the
-        # strictest of the others.
-        pooled = self.thresholds.pop("all", None)
-        strictest = max(self.thresholds.values(), default=math.inf)
-        for script in SCRIPTS:
-            self.thresholds.setdefault(script, strictest if pooled is None else pooled)
+@dataclass(frozen=True, slots=True)
+class FittedModel:
+    """One fitted model: standardisation, then layers (one: logistic regression)."""
+    mean: np.ndarray
+    scale: np.ndarray
+    layers: list[tuple[np.ndarray, np.ndarray]]
 
-    def threshold(self, script_a: str, script_b: str) -> float:
-        """The model score a pair of texts in these scripts must reach (mixed: latin's)."""
-        return self.thresholds[script_a if script_a == script_b else "latin"]
+    @classmethod
+    def of(cls, data: dict) -> FittedModel:
+        return cls(np.asarray(data["mean"]), np.asarray(data["scale"]),
+                   [(np.asarray(w), np.asarray(b)) for w, b in data["layers"]])
 
-    def score(self, query: str, cached: str, cosine: float,
-              diff_cosine: float | None = None) -> float:
-        """P(same meaning) as the model estimates it, before calibration."""
-        x = (features(query, cached, cosine, diff_cosine) - self.mean) / self.scale
+    def score(self, x: np.ndarray) -> float:
+        x = (x - self.mean) / self.scale
         for i, (w, b) in enumerate(self.layers):
             x = x @ w + b
             if i < len(self.layers) - 1:
@@ -99,33 +83,80 @@ class LearnedVerifier:
 
     @property
     def uses_differing_words(self) -> bool:
-        """Whether the model weighs the embedder's cosine of the differing words (models
-        fitted before that feature leave it at zero weight)."""
         return bool(self.layers[0][0][NAMES.index("diff_both")].any())
+
+    @property
+    def monotone_in_diff(self) -> bool:
+        """A logistic model whose slope in the differing words' cosine, on both pieces
+        of the feature (below and above the `diff_cos_hi` knee), is never negative."""
+        if len(self.layers) != 1:
+            return False
+        w = self.layers[0][0][:, 0] / self.scale
+        below = w[NAMES.index("diff_cos")]
+        return below >= 0 and below + DIFF_KNEE_SLOPE * w[NAMES.index("diff_cos_hi")] >= 0
+
+
+class LearnedVerifier:
+    def __init__(self, model: dict, max_false_rate: float = 0.02):
+        if model["features"] != list(NAMES):
+            raise ValueError("verifier model was trained on other features; retrain it "
+                             "with benchmarks/semantic_train.py")
+        self.model = model
+        # A model per script where one was fitted (English questions and Chinese ones
+        # are told apart by different evidence), the pooled one otherwise.
+        pooled = FittedModel.of(model)
+        by_script = {s: FittedModel.of(d) for s, d in model.get("by_script", {}).items()}
+        self.models = {script: by_script.get(script, pooled) for script in SCRIPTS}
+        self.min_similarity = float(model["min_similarity"])
+        self.max_false_rate = max_false_rate
+        self.thresholds: dict[str, float] = {}
+        for script, data in model["calibration"].items():
+            self.thresholds[script] = threshold_for(np.asarray(data["scores"]),
+                                                    np.asarray(data["false"]), max_false_rate)
+        # Scripts without their own calibration: the pooled one ("all"), else the
+        # strictest of the others.
+        pooled_threshold = self.thresholds.pop("all", None)
+        strictest = max(self.thresholds.values(), default=math.inf)
+        for script in SCRIPTS:
+            self.thresholds.setdefault(script, strictest if pooled_threshold is None
+                                       else pooled_threshold)
+
+    @staticmethod
+    def pair_script(query: str, cached: str) -> str:
+        """The script a pair is judged in: both texts' if they agree, else latin's."""
+        a, b = analyze(query).script, analyze(cached).script
+        return a if a == b else "latin"
+
+    def threshold(self, script_a: str, script_b: str) -> float:
+        """The model score a pair of texts in these scripts must reach (mixed: latin's)."""
+        return self.thresholds[script_a if script_a == script_b else "latin"]
+
+    def score(self, query: str, cached: str, cosine: float,
+              diff_cosine: float | None = None) -> float:
+        """P(same meaning) as the pair's model estimates it, before calibration."""
+        return self.models[self.pair_script(query, cached)].score(
+            features(query, cached, cosine, diff_cosine))
+
+    @property
+    def uses_differing_words(self) -> bool:
+        """Whether a model weighs the embedder's cosine of the differing words (models
+        fitted before that feature leave it at zero weight)."""
+        return any(m.uses_differing_words for m in self.models.values())
 
     def without_differing_words(self, query: str, cached: str, cosine: float) -> Verdict | None:
         """The model's verdict when the differing words' cosine cannot change it: the
         logistic model's score only grows with that cosine, so if even a cosine of 1
         stays below the threshold (or -1 reaches it) nothing needs embedding. None: the
         words decide."""
-        if not self._monotone_in_diff:
+        script = self.pair_script(query, cached)
+        if not self.models[script].monotone_in_diff:
             return None
-        threshold = self.threshold(analyze(query).script, analyze(cached).script)
+        threshold = self.thresholds[script]
         high = self.score(query, cached, cosine, 1.0)
         if high < threshold:
             return Verdict(False, "model", high)
         low = self.score(query, cached, cosine, -1.0)
         return Verdict(True, "ok", low) if low >= threshold else None
-
-    @property
-    def _monotone_in_diff(self) -> bool:
-        """The logistic model's slope in the differing words' cosine, on both pieces of
-        the feature (below and above the `diff_cos_hi` knee), is never negative."""
-        if len(self.layers) != 1:
-            return False
-        w = self.layers[0][0][:, 0] / self.scale
-        below = w[NAMES.index("diff_cos")]
-        return below >= 0 and below + DIFF_KNEE_SLOPE * w[NAMES.index("diff_cos_hi")] >= 0
 
     def settle(self, query: str, cached: str, cosine: float) -> Verdict | None:
         """The verdict when no model is needed (the floor, the guards, the always-hit
