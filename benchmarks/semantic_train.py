@@ -14,10 +14,11 @@ Strict split (`semantic_split.py`): `test` is never read here; report it with
 `semantic_eval.py --part test`. The `fit` and `calibrate` parts together are cut into
 5 folds by text_a: each fold is scored by a model fitted on the other four, and those
 out-of-fold scores calibrate the shipped model (fitted on all five), pooled and per
-script. Pairs the rules decide (guards, always-hit) are neither fitted nor calibrated
-on: no threshold changes them. GPTCache's sentences are fitted on but not calibrated on
-(easy, and their unlabelled neighbours are often the same meaning); Japanese
-(`--strict-scripts ja`, the default) gets no model hits at all.
+script, English questions and statements apart (`LearnedVerifier.pair_kind`). Pairs
+the rules decide (guards, always-hit) are neither fitted nor calibrated on: no threshold
+changes them. GPTCache's unlabelled neighbours (often the same meaning) calibrate
+statements but are never fitted on; Japanese (`--strict-scripts ja`, the default) gets
+no model hits at all.
 
 Pairs: every labelled line, plus the near neighbours the index would offer (each
 text_b's top 5 text_a of the same fold by cosine, labelled 0 unless the file says
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import random
 import re
 import sys
@@ -56,13 +58,9 @@ AUTHORED_FILES = ("en_questions_train.tsv", "zh_questions_train.tsv", "ja_senten
 MIN_SCRIPT_POSITIVES = 40  # a script calibrates on its own with at least this many
 # Files whose unlabelled near neighbours are often the same meaning (GPTCache's mock data
 # repeats items in other words: "It is not present in v2.10.0." / "No, it doesn't exist in
-# version 2.10.0."): taken as negatives they set the threshold, so only labelled lines.
+# version 2.10.0."): fitted as negatives they teach the model that paraphrases differ, so
+# they only calibrate (statements: the `full` protocol counts them as false hits).
 UNLABELLED_TWINS = frozenset({"en_gptcache_dev.tsv"})
-# Files fitted on but not calibrated on: GPTCache's documentation sentences and their
-# ChatGPT paraphrases are far easier than users' questions, and with their easy negatives
-# they would set a threshold too loose for natural questions (a per-script threshold
-# cannot tell the two apart).
-FIT_ONLY = frozenset({"en_gptcache_dev.tsv"})
 FLOOR = 0.84  # the index's similarity floor: candidates below it are never verified
 NEIGHBOURS = 5
 SYNTHETIC = {"en_gptcache_dev.tsv": 700, "zh_pawsx_dev.tsv": 300}  # sentences varied
@@ -339,16 +337,17 @@ def main() -> None:
     # shipped model, fitted on every fold. Four times the calibration pairs of a fixed
     # calibrate part: a 2% budget needs many accepted pairs before it admits any.
     folds: list[list[Pair]] = [[] for _ in range(FOLDS)]
-    fit_only: set[tuple[str, str]] = set()
+    calibrate_only: set[tuple[str, str]] = set()
     for path in paths:
         rows = read_pairs(path)
         learn = split(rows, "fit") + split(rows, "calibrate")
         for k in range(FOLDS):
-            pairs = part_pairs([r for r in learn if fold_of(r[0]) == k], emb,
-                               neighbours=path.name not in UNLABELLED_TWINS)
+            fold_rows = [r for r in learn if fold_of(r[0]) == k]
+            pairs = part_pairs(fold_rows, emb)
             folds[k] += pairs
-            if path.name in FIT_ONLY:
-                fit_only.update((q, c) for q, c, *_ in pairs)
+            if path.name in UNLABELLED_TWINS:
+                labelled = {(b, a) for a, b, _ in fold_rows}
+                calibrate_only.update((q, c) for q, c, *_ in pairs if (q, c) not in labelled)
         if args.synthetic:
             folds[0] += synthetic_pairs(split(rows, "fit"), emb, rng,
                                         SYNTHETIC.get(path.name, 0))
@@ -362,16 +361,13 @@ def main() -> None:
         return probe.settle(q, c, s)
 
     # The model decides only what the guards and always-hit rules leave open: fit on those.
-    open_folds = [[p for p in fold if p[2] >= FLOOR - 0.03 and settled(p) is None]
-                  for fold in folds]
+    open_folds = [[p for p in fold if p[2] >= FLOOR - 0.03 and settled(p) is None
+                   and (p[0], p[1]) not in calibrate_only] for fold in folds]
     feats = {(q, c): features(q, c, s, diff.get((q, c))) for q, c, s, _ in every}
-
-    checks: dict[str, list[tuple[Pair, float]]] = {}  # fit-only pairs, out of fold
 
     def cross_fit(keep: Callable[[Pair], bool]) -> tuple[dict, list[Pair], list[float]]:
         """A model fitted on the kept open pairs of every fold, and the out-of-fold
         scores of the kept calibration pairs."""
-        checked: list[tuple[Pair, float]] = []
         kept = [[p for p in f if keep(p)] for f in open_folds]
         params = fit_model([p for f in kept for p in f], feats, args)
         cal: list[Pair] = []
@@ -383,13 +379,8 @@ def main() -> None:
                 q, c, s, _ = pair
                 if not keep(pair) or s < FLOOR or settled(pair) is not None:
                     continue  # decided by the rules whatever the threshold
-                if (q, c) in fit_only:  # not calibrated on: reported at the threshold
-                    checked.append((pair, scorer.score(feats[(q, c)])))
-                    continue
                 cal.append(pair)
                 scores.append(scorer.score(feats[(q, c)]))
-        for pair, score in checked:
-            checks.setdefault(script_of(pair), []).append((pair, score))
         return params, cal, scores
 
     def script_of(pair: Pair) -> str:
@@ -401,7 +392,6 @@ def main() -> None:
     # language and costs the others their recall (out of fold, English recall at 2%
     # went from 25% pooled to 46% with its own model).
     pooled, pooled_cal, pooled_scores = cross_fit(lambda p: True)
-    checks.clear()  # the per-script models' own, below
     model = {**untrained_model(paths), **pooled, "by_script": {}}
     model["calibration"]["all"] = {"scores": np.round(pooled_scores, 5).tolist(),
                                    "false": [int(y == 0) for *_, y in pooled_cal]}
@@ -418,14 +408,17 @@ def main() -> None:
             params, cal, scores = cross_fit(lambda p, s=script: script_of(p) == s)
             model["by_script"][script] = params
             own = list(zip(cal, scores, strict=True))
-            model["calibration"][script] = {
-                "scores": np.round([sc for _, sc in own], 5).tolist(),
-                "false": [int(p[3] == 0) for p, _ in own]}
+            for kind in sorted({LearnedVerifier.pair_kind(p[0], p[1]) for p, _ in own}):
+                mine = [(p, sc) for p, sc in own
+                        if LearnedVerifier.pair_kind(p[0], p[1]) == kind]
+                model["calibration"][kind] = {
+                    "scores": np.round([sc for _, sc in mine], 5).tolist(),
+                    "false": [int(p[3] == 0) for p, _ in mine]}
         calibrate += [p for p, _ in own]
         cal_scores_list += [sc for _, sc in own]
     cal_scores = np.array(cal_scores_list)
     cal_y = np.array([y for *_, y in calibrate])
-    scripts = np.array([script_of(p) for p in calibrate])
+    scripts = np.array([LearnedVerifier.pair_kind(p[0], p[1]) for p in calibrate])
     if args.dump:  # the calibration pairs, best first: where the budget is spent
         order = np.argsort(-cal_scores)
         args.dump.write_text("".join(
@@ -442,17 +435,18 @@ def main() -> None:
                                  "fit_positive": int(y_fit.sum()),
                                  "calibrate_pairs": len(calibrate),
                                  "thresholds@0.02": verifier.thresholds, "out": str(args.out)}
-    for script in SCRIPTS:
+    kinds = sorted(set(scripts.tolist()))
+    for script in kinds:
         mask = scripts == script
         s, y = cal_scores[mask], cal_y[mask]
-        t = verifier.thresholds[script]
+        t = verifier.thresholds.get(script, math.inf)
         accepted = s >= t
         report[f"calibrate_{script}"] = {
             "auc": round(auc(s, y), 4), "cos_auc": round(auc(np.array(
                 [p[2] for p, m in zip(calibrate, mask, strict=True) if m]), y), 4),
             "accepted": int(accepted.sum()), "false": int((accepted & (y == 0)).sum()),
             "recall": round(float((accepted & (y == 1)).sum() / max(1, (y == 1).sum())), 4)}
-    for script in SCRIPTS:  # what each budget would give on calibrate itself
+    for script in kinds:  # what each budget would give on calibrate itself
         mask = scripts == script
         s, y = cal_scores[mask], cal_y[mask]
         curve = {}
@@ -461,12 +455,6 @@ def main() -> None:
             accepted = s >= t
             curve[budget] = round(float((accepted & (y == 1)).sum() / max(1, (y == 1).sum())), 3)
         report[f"recall_by_budget_{script}"] = curve
-    for script, checked in checks.items():  # fitted-only files at the chosen threshold
-        t = verifier.thresholds[script]
-        accepted = [p for p, score in checked if score >= t]
-        report[f"fit_only_{script}_at_threshold"] = {
-            "pairs": len(checked), "accepted": len(accepted),
-            "false": sum(1 for p in accepted if p[3] == 0)}
     top = np.argsort(-np.abs(layers[0][0][:, 0]))[:12] if not args.hidden else []
     report["top_weights"] = {NAMES[i]: round(float(layers[0][0][i, 0]), 3) for i in top}
     print(json.dumps(report, ensure_ascii=False))

@@ -190,3 +190,27 @@ def test_skipping_the_differing_words_never_changes_a_verdict(query, cached, cos
         assert verdicts == {bound.accept}
     else:  # left to the words: they must be able to change it
         assert verdicts == {True, False}
+
+
+def test_statements_are_held_to_their_own_stricter_threshold():
+    from hitrate.semantic.learned import is_question
+
+    assert is_question("how to fix wifi") and is_question("Is it safe?")
+    assert not is_question("The `map()` function applies a transform to every row.")
+    verifier = load_verifier()
+    question = verifier.threshold_of("How do I learn Rust?", "What is the best way to learn Rust?")
+    statement = verifier.threshold_of("Explain how `map()` works.", "Describe the `map()` function.")
+    assert statement > question  # identifiers make one-word differences costly
+
+
+STATEMENTS_APART = [
+    ("The `set_verbosity()` method sets the level of the logger.",
+     "The `get_verbosity()` method returns the level of the logger."),
+    ("The `columns` method lists all columns in numerical order.",
+     "The `itercolumns` method iterates over all columns in numerical order."),
+]
+
+
+@pytest.mark.parametrize(("stored", "asked"), STATEMENTS_APART)
+async def test_statements_one_identifier_apart_miss(layer, stored, asked):
+    assert not await _served(layer, stored, asked, f"statement:{stored}")

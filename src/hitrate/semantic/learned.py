@@ -116,7 +116,8 @@ class LearnedVerifier:
         # Scripts without their own calibration: the pooled one ("all"), else the
         # strictest of the others.
         pooled_threshold = self.thresholds.pop("all", None)
-        strictest = max(self.thresholds.values(), default=math.inf)
+        strictest = max((t for k, t in self.thresholds.items() if k in SCRIPTS),
+                        default=math.inf)
         for script in SCRIPTS:
             self.thresholds.setdefault(script, strictest if pooled_threshold is None
                                        else pooled_threshold)
@@ -130,6 +131,24 @@ class LearnedVerifier:
     def threshold(self, script_a: str, script_b: str) -> float:
         """The model score a pair of texts in these scripts must reach (mixed: latin's)."""
         return self.thresholds[script_a if script_a == script_b else "latin"]
+
+    @staticmethod
+    def pair_kind(query: str, cached: str) -> str:
+        """The calibration a pair is held to: its script's, except that English-like
+        statements and instructions ("The `map()` function applies…") have their own
+        (`latin_statement`): one-word differences there are often identifiers
+        (`set_verbosity` / `get_verbosity`) and need more than a question does."""
+        script = LearnedVerifier.pair_script(query, cached)
+        if script == "latin" and not (is_question(query) and is_question(cached)):
+            return "latin_statement"
+        return script
+
+    def threshold_of(self, query: str, cached: str) -> float:
+        """The model score this pair must reach."""
+        kind = self.pair_kind(query, cached)
+        if kind in self.thresholds:
+            return self.thresholds[kind]
+        return self.thresholds[self.pair_script(query, cached)]
 
     def score(self, query: str, cached: str, cosine: float,
               diff_cosine: float | None = None) -> float:
@@ -148,10 +167,9 @@ class LearnedVerifier:
         logistic model's score only grows with that cosine, so if even a cosine of 1
         stays below the threshold (or -1 reaches it) nothing needs embedding. None: the
         words decide."""
-        script = self.pair_script(query, cached)
-        if not self.models[script].monotone_in_diff:
+        if not self.models[self.pair_script(query, cached)].monotone_in_diff:
             return None
-        threshold = self.thresholds[script]
+        threshold = self.threshold_of(query, cached)
         high = self.score(query, cached, cosine, 1.0)
         if high < threshold:
             return Verdict(False, "model", high)
@@ -184,7 +202,7 @@ class LearnedVerifier:
                diff_cosine: float | None = None) -> Verdict:
         """The model's verdict at the calibrated threshold of the pair's scripts."""
         score = self.score(query, cached, cosine, diff_cosine)
-        if score >= self.threshold(analyze(query).script, analyze(cached).script):
+        if score >= self.threshold_of(query, cached):
             return Verdict(True, "ok", score)
         return Verdict(False, "model", score)
 
@@ -193,6 +211,21 @@ class LearnedVerifier:
         settled = self.settle(query, cached, cosine)
         return settled if settled is not None else self.decide(query, cached, cosine,
                                                                diff_cosine)
+
+
+_QUESTION_OPENERS = frozenset((
+    "what", "how", "why", "when", "where", "who", "whom", "whose", "which", "is", "are", "am",
+    "was", "were", "can", "could", "should", "would", "will", "do", "does", "did", "may",
+    "might", "must", "has", "have", "had", "shall", "any", "anyone"))
+
+
+def is_question(text: str) -> bool:
+    """Ends with a question mark or opens like a question ("how to fix wifi")."""
+    stripped = text.rstrip()
+    if stripped.endswith(("?", "\uff1f")):
+        return True
+    first = words(text)[:1]
+    return bool(first) and first[0] in _QUESTION_OPENERS
 
 
 # Pronouns that name who is asked about ("it" / "they" often swap in a rewording).

@@ -277,7 +277,7 @@ class SemanticLayer:
         if not verdict.accept and (learned is None or verdict.reason != "model"):
             return None
         if learned is not None:
-            threshold = learned.threshold(analyze(query).script, analyze(cached).script)
+            threshold = learned.threshold_of(query, cached)
             default_low = 0.5
         else:  # the rules: scores are cosines; ask about the accepted ones near the floor
             floor = self.search_floor
