@@ -181,8 +181,7 @@ def diff_cosines(pairs: list[tuple[str, str, float, int]], emb: Embeddings
     return dict(zip(diffs, np.sum(va * vb, axis=1).tolist(), strict=True))
 
 
-def part_pairs(rows: list[Row], emb: Embeddings, neighbours: bool = True
-               ) -> list[tuple[str, str, float, int]]:
+def part_pairs(rows: list[Row], emb: Embeddings) -> list[tuple[str, str, float, int]]:
     """Labelled lines plus the index's near neighbours, as (query, cached, cosine, y)."""
     labels: dict[tuple[str, str], int] = {}
     for a, b, y in rows:
@@ -195,7 +194,7 @@ def part_pairs(rows: list[Row], emb: Embeddings, neighbours: bool = True
     for a, b, _ in rows:
         if a != b:
             pairs[(b, a)] = (float(vb[texts_b.index(b)] @ va[texts_a.index(a)]), labels[(b, a)])
-    for i, b in enumerate(texts_b if neighbours else []):
+    for i, b in enumerate(texts_b):
         for j in np.argsort(-sims[i])[:NEIGHBOURS]:
             a = texts_a[j]
             if a != b and (b, a) not in pairs and sims[i, j] >= FLOOR - 0.03:
@@ -320,7 +319,7 @@ def main() -> None:
     parser.add_argument("--strict-scripts", default="ja",
                         help="comma-separated scripts the model never accepts (only the rules hit)")
     parser.add_argument("--pooled", action="store_true",
-                        help="one calibration for all scripts (no per-script thresholds)")
+                        help="one model and calibration for all scripts (none per script)")
     parser.add_argument("--no-authored", action="store_true",
                         help="leave out the pairs written for this project (benchmarks/pairs)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/hitrate-e5-vectors.npz"))

@@ -131,6 +131,16 @@ def features(query: str, cached: str, cosine: float,
              diff_cosine: float | None = None) -> np.ndarray:
     """`diff_cosine`: the embedder's cosine between the two sides' `differing_words`
     (None when one side only adds or drops words)."""
+    x = _pair_features(query, cached, cosine).copy()
+    x[-3:] = (diff_cosine or 0.0, max(0.0, (diff_cosine or 0.0) - DIFF_KNEE) * DIFF_KNEE_SLOPE,
+              float(diff_cosine is not None))
+    return x
+
+
+@lru_cache(maxsize=1024)
+def _pair_features(query: str, cached: str, cosine: float) -> np.ndarray:
+    """Everything but the differing words' cosine (the last three, zero here): one
+    lookup scores a pair up to three times (the bounds on that cosine, then with it)."""
     qa, qb = analyze(query), analyze(cached)
     wa, wb = Counter(words(query)), Counter(words(cached))
     only = (wa - wb) + (wb - wa)
@@ -165,7 +175,8 @@ def features(query: str, cached: str, cosine: float,
         *s_onehot,
         *(cosine * s for s in s_onehot),
         *(dice * s for s in s_onehot),
-        diff_cosine or 0.0, max(0.0, (diff_cosine or 0.0) - DIFF_KNEE) * DIFF_KNEE_SLOPE,
-        float(diff_cosine is not None),
+        0.0, 0.0, 0.0,  # diff_cos, diff_cos_hi, diff_both: set by `features`
     ]
-    return np.asarray(values, dtype=np.float64)
+    x = np.asarray(values, dtype=np.float64)
+    x.flags.writeable = False  # shared by every caller of the cache
+    return x

@@ -121,16 +121,14 @@ class LearnedVerifier:
         for script in SCRIPTS:
             self.thresholds.setdefault(script, strictest if pooled_threshold is None
                                        else pooled_threshold)
+        # English statements without a calibration of their own: the questions' one.
+        self.thresholds.setdefault("latin_statement", self.thresholds["latin"])
 
     @staticmethod
     def pair_script(query: str, cached: str) -> str:
         """The script a pair is judged in: both texts' if they agree, else latin's."""
         a, b = analyze(query).script, analyze(cached).script
         return a if a == b else "latin"
-
-    def threshold(self, script_a: str, script_b: str) -> float:
-        """The model score a pair of texts in these scripts must reach (mixed: latin's)."""
-        return self.thresholds[script_a if script_a == script_b else "latin"]
 
     @staticmethod
     def pair_kind(query: str, cached: str) -> str:
@@ -145,10 +143,7 @@ class LearnedVerifier:
 
     def threshold_of(self, query: str, cached: str) -> float:
         """The model score this pair must reach."""
-        kind = self.pair_kind(query, cached)
-        if kind in self.thresholds:
-            return self.thresholds[kind]
-        return self.thresholds[self.pair_script(query, cached)]
+        return self.thresholds[self.pair_kind(query, cached)]
 
     def score(self, query: str, cached: str, cosine: float,
               diff_cosine: float | None = None) -> float:

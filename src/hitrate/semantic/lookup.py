@@ -184,7 +184,13 @@ class SemanticLayer:
         if learned is None:
             verdict = verify(query, cached, similarity, self.settings.verifier)
             return Verdict(verdict.accept, verdict.reason, similarity)
-        settled = learned.settle(query, cached, similarity)
+        return await self._learned_verdict(learned, query, cached, similarity, scope,
+                                           learned.settle(query, cached, similarity))
+
+    async def _learned_verdict(self, learned: LearnedVerifier, query: str, cached: str,
+                               similarity: float, scope: str, settled: Verdict | None
+                               ) -> Verdict:
+        """`settled`: the rules' verdict, if they decided; else the model's."""
         if settled is not None:
             return settled
         diff_cosine = None
@@ -239,18 +245,25 @@ class SemanticLayer:
         matches = await self.index.search(vector, scope=scope, k=self.settings.top_k,
                                           min_score=self.search_floor)
         learned = self.settings.learned
-        if learned is not None and self.judge is None and self.explorer is None:
-            # A candidate the rules accept is served first whatever the others score:
-            # asking the model about them would only cost embedder calls.
-            ruled = [m for m in matches
-                     if (v := learned.settle(text, m.text, m.score)) is not None and v.accept]
-            matches = ruled or matches
-        out = []
-        rejected = self.stats.rejected
         # All candidates at once: the words each does not share with the question are
         # embedded in one batch, not one embedder call per candidate.
-        verdicts = await asyncio.gather(*(self.verdict(text, m.text, m.score, scope)
-                                          for m in matches))
+        if learned is None:
+            verdicts = await asyncio.gather(*(self.verdict(text, m.text, m.score, scope)
+                                              for m in matches))
+        else:
+            settled = [learned.settle(text, m.text, m.score) for m in matches]
+            if self.judge is None and self.explorer is None:
+                # A candidate the rules accept is served first whatever the others score:
+                # asking the model about them would only cost embedder calls.
+                ruled = [Candidate(m, v.score) for m, v in zip(matches, settled, strict=True)
+                         if v is not None and v.accept]
+                if ruled:
+                    return ruled
+            verdicts = await asyncio.gather(*(
+                self._learned_verdict(learned, text, m.text, m.score, scope, v)
+                for m, v in zip(matches, settled, strict=True)))
+        out = []
+        rejected = self.stats.rejected
         for match, verdict in zip(matches, verdicts, strict=True):
             sure = verdict.accept
             if self.judge is not None:
