@@ -7,6 +7,7 @@ import asyncio
 import math
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -76,7 +77,9 @@ def test_judge_no_is_a_miss(make_gateway, upstream):
 
 @pytest.mark.parametrize(("marker", "outcome"), [("error", "error"), ("slow", "timeout")])
 def test_judge_failure_or_timeout_is_a_miss(make_gateway, upstream, marker, outcome):
-    gateway = judge_gateway(make_gateway, upstream, timeout_ms=300)
+    # generous: a busy CI box must not turn the fast 500 into a timeout; the slow judge
+    # answers after 5 s
+    gateway = judge_gateway(make_gateway, upstream, timeout_ms=2000)
     client = gateway.client(api_key=MASTER)
     ask(client, f"How do I learn Go [[judge:{marker}]]?")
     headers, answer = ask(client, f"What is the best way to learn Go [[judge:{marker}]]?")
@@ -176,7 +179,9 @@ async def test_concurrent_lookups_of_one_pair_share_one_call(upstream):
 async def test_a_busy_judge_is_a_miss_not_a_wait(upstream):
     judge = _judge_on(upstream, timeout=30.0, max_concurrency=1)
     slow = asyncio.create_task(judge.same("s", "a [[judge:slow]]", "b [[judge:slow]]"))
+    deadline = time.monotonic() + 60
     while not judge._asking:  # the slow call has taken the only slot
+        assert time.monotonic() < deadline, "the slow judge call never started"
         await asyncio.sleep(0.01)
     assert await judge.same("s", "How do I learn Go?", "Go: how do I learn?") is False
     assert judge.stats.busy == 1 and upstream.calls("judge") == 1
