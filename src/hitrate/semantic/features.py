@@ -5,7 +5,8 @@ words that tell two questions apart: pronouns and modals ("Should I" / "Will you
 possessives (座右铭 / 你的座右铭), particles such as "over". Here every word counts:
 the features describe what was added, dropped or swapped on each side, by kind
 (pronoun, modal, question word, number, negation, name, other), beside the embedder's
-cosine, character overlap and the old veto signals. `verifier_model.py` weighs them.
+cosine, character overlap, the old veto signals and how close in meaning the swapped
+words are (static word vectors, `word_vectors.py`). `learned.py` weighs them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from hitrate.semantic import word_vectors
 from hitrate.semantic.text import _jieba, analyze
 from hitrate.semantic.verifier import VerifierSettings, order_agreement, verify
 
@@ -106,7 +108,7 @@ def _kind_diff(only: Counter[str], vocabulary: frozenset[str]) -> int:
 
 def differing_words(query: str, cached: str) -> tuple[str, str] | None:
     """The words only one side has, each side's in its own order ("newborn" / "toddler"),
-    when both sides have some: the embedder says whether a swap keeps the meaning
+    when both sides have some: their word vectors say whether a swap keeps the meaning
     (kid / child) or changes what is asked (newborn / toddler, car loan / mortgage)."""
     wa, wb = words(query), words(cached)
     ca, cb = Counter(wa), Counter(wb)
@@ -127,20 +129,11 @@ def differing_words(query: str, cached: str) -> tuple[str, str] | None:
     return kept(wa, only_a), kept(wb, only_b)
 
 
-def features(query: str, cached: str, cosine: float,
-             diff_cosine: float | None = None) -> np.ndarray:
-    """`diff_cosine`: the embedder's cosine between the two sides' `differing_words`
-    (None when one side only adds or drops words)."""
-    x = _pair_features(query, cached, cosine).copy()
-    x[-3:] = (diff_cosine or 0.0, max(0.0, (diff_cosine or 0.0) - DIFF_KNEE) * DIFF_KNEE_SLOPE,
-              float(diff_cosine is not None))
-    return x
-
-
 @lru_cache(maxsize=1024)
-def _pair_features(query: str, cached: str, cosine: float) -> np.ndarray:
-    """Everything but the differing words' cosine (the last three, zero here): one
-    lookup scores a pair up to three times (the bounds on that cosine, then with it)."""
+def features(query: str, cached: str, cosine: float) -> np.ndarray:
+    """The pair's feature vector (read-only: shared by every caller of the cache). The
+    differing words' cosine comes from static word vectors (`word_vectors`), so no
+    embedder call is needed."""
     qa, qb = analyze(query), analyze(cached)
     wa, wb = Counter(words(query)), Counter(words(cached))
     only = (wa - wb) + (wb - wa)
@@ -157,6 +150,8 @@ def _pair_features(query: str, cached: str, cosine: float) -> np.ndarray:
     other = sum(n for w, n in only.items()
                 if not any(w in k for k in kinds) and not w.isdigit())
     script = qa.script if qa.script == qb.script else "latin"
+    diff = differing_words(query, cached)
+    diff_cos = word_vectors.cosine(*diff) if diff is not None else 0.0
     s_onehot = [float(script == s) for s in SCRIPTS]
     values = [
         1.0, cosine, max(0.0, cosine - 0.9) * 10, max(0.0, cosine - 0.96) * 25,
@@ -175,7 +170,7 @@ def _pair_features(query: str, cached: str, cosine: float) -> np.ndarray:
         *s_onehot,
         *(cosine * s for s in s_onehot),
         *(dice * s for s in s_onehot),
-        0.0, 0.0, 0.0,  # diff_cos, diff_cos_hi, diff_both: set by `features`
+        diff_cos, max(0.0, diff_cos - DIFF_KNEE) * DIFF_KNEE_SLOPE, float(diff is not None),
     ]
     x = np.asarray(values, dtype=np.float64)
     x.flags.writeable = False  # shared by every caller of the cache

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hitrate.semantic.features import DIFF_KNEE_SLOPE, NAMES, PRONOUNS, SCRIPTS, features, words
+from hitrate.semantic import word_vectors
+from hitrate.semantic.features import NAMES, PRONOUNS, SCRIPTS, features, words
 from hitrate.semantic.text import analyze
 from hitrate.semantic.verifier import VerifierSettings, verify
 
@@ -81,24 +82,10 @@ class FittedModel:
                 x = np.maximum(x, 0.0)
         return float(1.0 / (1.0 + math.exp(-float(np.clip(x[0], -30, 30)))))
 
-    @property
-    def uses_differing_words(self) -> bool:
-        return bool(self.layers[0][0][NAMES.index("diff_both")].any())
-
-    @property
-    def monotone_in_diff(self) -> bool:
-        """A logistic model whose slope in the differing words' cosine, on both pieces
-        of the feature (below and above the `diff_cos_hi` knee), is never negative."""
-        if len(self.layers) != 1:
-            return False
-        w = self.layers[0][0][:, 0] / self.scale
-        below = w[NAMES.index("diff_cos")]
-        return below >= 0 and below + DIFF_KNEE_SLOPE * w[NAMES.index("diff_cos_hi")] >= 0
-
 
 class LearnedVerifier:
     def __init__(self, model: dict, max_false_rate: float = 0.02):
-        if model["features"] != list(NAMES):
+        if model["features"] != list(NAMES) or model.get("word_vectors") != word_vectors.NAME:
             raise ValueError("verifier model was trained on other features; retrain it "
                              "with benchmarks/semantic_train.py")
         self.model = model
@@ -145,31 +132,10 @@ class LearnedVerifier:
         """The model score this pair must reach."""
         return self.thresholds[self.pair_kind(query, cached)]
 
-    def score(self, query: str, cached: str, cosine: float,
-              diff_cosine: float | None = None) -> float:
+    def score(self, query: str, cached: str, cosine: float) -> float:
         """P(same meaning) as the pair's model estimates it, before calibration."""
         return self.models[self.pair_script(query, cached)].score(
-            features(query, cached, cosine, diff_cosine))
-
-    @property
-    def uses_differing_words(self) -> bool:
-        """Whether a model weighs the embedder's cosine of the differing words (models
-        fitted before that feature leave it at zero weight)."""
-        return any(m.uses_differing_words for m in self.models.values())
-
-    def without_differing_words(self, query: str, cached: str, cosine: float) -> Verdict | None:
-        """The model's verdict when the differing words' cosine cannot change it: the
-        logistic model's score only grows with that cosine, so if even a cosine of 1
-        stays below the threshold (or -1 reaches it) nothing needs embedding. None: the
-        words decide."""
-        if not self.models[self.pair_script(query, cached)].monotone_in_diff:
-            return None
-        threshold = self.threshold_of(query, cached)
-        high = self.score(query, cached, cosine, 1.0)
-        if high < threshold:
-            return Verdict(False, "model", high)
-        low = self.score(query, cached, cosine, -1.0)
-        return Verdict(True, "ok", low) if low >= threshold else None
+            features(query, cached, cosine))
 
     def settle(self, query: str, cached: str, cosine: float) -> Verdict | None:
         """The verdict when no model is needed (the floor, the guards, the always-hit
@@ -193,19 +159,16 @@ class LearnedVerifier:
             return Verdict(True, "ok", 1.0)  # AI <-> 人工智能, all else equal
         return None
 
-    def decide(self, query: str, cached: str, cosine: float,
-               diff_cosine: float | None = None) -> Verdict:
+    def decide(self, query: str, cached: str, cosine: float) -> Verdict:
         """The model's verdict at the calibrated threshold of the pair's scripts."""
-        score = self.score(query, cached, cosine, diff_cosine)
+        score = self.score(query, cached, cosine)
         if score >= self.threshold_of(query, cached):
             return Verdict(True, "ok", score)
         return Verdict(False, "model", score)
 
-    def verify(self, query: str, cached: str, cosine: float,
-               diff_cosine: float | None = None) -> Verdict:
+    def verify(self, query: str, cached: str, cosine: float) -> Verdict:
         settled = self.settle(query, cached, cosine)
-        return settled if settled is not None else self.decide(query, cached, cosine,
-                                                               diff_cosine)
+        return settled if settled is not None else self.decide(query, cached, cosine)
 
 
 _QUESTION_OPENERS = frozenset((

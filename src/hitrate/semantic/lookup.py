@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hitrate import keys
+from hitrate.semantic import word_vectors
 from hitrate.semantic.embedders import Embedder
 from hitrate.semantic.explore import Explorer
-from hitrate.semantic.features import differing_words
 from hitrate.semantic.index import Match, VectorIndex
 from hitrate.semantic.judge import Band, Judge
 from hitrate.semantic.learned import LearnedVerifier, Verdict, load_verifier
@@ -117,6 +117,8 @@ class SemanticLayer:
             if isinstance(self.embedder, LocalEmbedder):  # never a paid upstream call
                 await self.embedder.embed(["warm up"])
             analyze("预热")  # jieba's dictionary loads on first use (~1 s)
+            if self.settings.learned is not None:
+                word_vectors.warm()  # ~0.7 s
         except Exception as exc:  # the first real lookup will report it
             log.debug("semantic warm-up failed: %s", exc)
 
@@ -179,52 +181,16 @@ class SemanticLayer:
 
     async def verdict(self, query: str, cached: str, similarity: float, scope: str) -> Verdict:
         """May the answer cached for `cached` be served for `query`? (`score`: the
-        model's, for ranking candidates; the cosine under the rules.)"""
+        model's, for ranking candidates; the cosine under the rules.) Computed in
+        process: the verifier's inputs need no embedder call, whatever the scope."""
+        return self._verdict(query, cached, similarity)
+
+    def _verdict(self, query: str, cached: str, similarity: float) -> Verdict:
         learned = self.settings.learned
         if learned is None:
             verdict = verify(query, cached, similarity, self.settings.verifier)
             return Verdict(verdict.accept, verdict.reason, similarity)
-        return await self._learned_verdict(learned, query, cached, similarity, scope,
-                                           learned.settle(query, cached, similarity))
-
-    async def _learned_verdict(self, learned: LearnedVerifier, query: str, cached: str,
-                               similarity: float, scope: str, settled: Verdict | None
-                               ) -> Verdict:
-        """`settled`: the rules' verdict, if they decided; else the model's."""
-        if settled is not None:
-            return settled
-        diff_cosine = None
-        if learned.uses_differing_words and (diff := differing_words(query, cached)):
-            if self.judge is None:  # (the judge's band needs the exact score)
-                bound = learned.without_differing_words(query, cached, similarity)
-                if bound is not None:
-                    return bound
-            vectors = await self._embed_both(diff, scope)
-            if vectors is None:
-                return Verdict(False, "timeout")  # the model needs them; a miss is safe
-            diff_cosine = float(vectors[0] @ vectors[1])
-        return learned.decide(query, cached, similarity, diff_cosine)
-
-    async def _embed_both(self, texts: tuple[str, str], scope: str
-                          ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Two short texts' vectors in one embedder batch, within the lookup deadline."""
-        tenant = self._tenant_of(scope)
-        found = [self.vectors.get(tenant, t) for t in texts]
-        futures = {t: self.queue.embed(t) for t, v in zip(texts, found, strict=True)
-                   if v is None}  # queued together: one batch
-        if futures:
-            timeout = self.settings.limits.timeout
-            try:
-                done = await asyncio.wait_for(asyncio.gather(*futures.values()), timeout)
-            except TimeoutError:
-                self.stats.timeouts += 1
-                return None
-            for text, vector in zip(futures, done, strict=True):
-                self.vectors.put(tenant, text, vector)
-            found = [self.vectors.get(tenant, t) if v is None else v
-                     for t, v in zip(texts, found, strict=True)]
-        a, b = found
-        return None if a is None or b is None else (a, b)
+        return learned.verify(query, cached, similarity)
 
     async def candidates(self, text: str, scope: str, vector: Any) -> list[tuple[Match, str]]:
         """Verified candidates, best first, as (match, reason='ok'). Empty when the
@@ -245,23 +211,19 @@ class SemanticLayer:
         matches = await self.index.search(vector, scope=scope, k=self.settings.top_k,
                                           min_score=self.search_floor)
         learned = self.settings.learned
-        # All candidates at once: the words each does not share with the question are
-        # embedded in one batch, not one embedder call per candidate.
         if learned is None:
-            verdicts = await asyncio.gather(*(self.verdict(text, m.text, m.score, scope)
-                                              for m in matches))
+            verdicts = [self._verdict(text, m.text, m.score) for m in matches]
         else:
             settled = [learned.settle(text, m.text, m.score) for m in matches]
             if self.judge is None and self.explorer is None:
                 # A candidate the rules accept is served first whatever the others score:
-                # asking the model about them would only cost embedder calls.
+                # scoring them with the model would only cost time.
                 ruled = [Candidate(m, v.score) for m, v in zip(matches, settled, strict=True)
                          if v is not None and v.accept]
                 if ruled:
                     return ruled
-            verdicts = await asyncio.gather(*(
-                self._learned_verdict(learned, text, m.text, m.score, scope, v)
-                for m, v in zip(matches, settled, strict=True)))
+            verdicts = [v if v is not None else learned.decide(text, m.text, m.score)
+                        for m, v in zip(matches, settled, strict=True)]
         out = []
         rejected = self.stats.rejected
         for match, verdict in zip(matches, verdicts, strict=True):
