@@ -94,7 +94,10 @@ class Proc:
             self.proc = subprocess.Popen(self.args, cwd=self.cwd, stdout=log, stderr=log,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         try:
-            wait_until(lambda: self.proc.poll() is None and self.ready(), timeout, self.name)
+            # an exited process (a port taken, a bad flag) fails now, not after `timeout`
+            wait_until(lambda: self.proc.poll() is not None or self.ready(), timeout, self.name)
+            if self.proc.poll() is not None:
+                raise RuntimeError("exited")
         except RuntimeError:
             self.kill()
             raise RuntimeError(f"{self.name} did not start: {self.log.read_text()[-2000:]}"
@@ -214,14 +217,25 @@ class RedisCluster:
         return [f"127.0.0.1:{n.port}" for n in self.nodes]
 
 
+PORT_ATTEMPTS = 5
+
+
 def start_cluster(owned: Servers, masters: int = 3) -> RedisCluster:
     nodes = []
     for i in range(masters):
-        port, bus = free_port(), free_port()
-        nodes.append(owned.redis("--cluster-enabled", "yes", "--cluster-port", str(bus),
-                                 "--cluster-config-file", f"nodes-{port}.conf",
-                                 "--cluster-node-timeout", "2000", port=port,
-                                 name=f"cluster{i}"))
+        for attempt in range(PORT_ATTEMPTS):
+            # free_port() only says a port was free a moment ago: a client's ephemeral
+            # port can take it before redis binds (seen in CI: the bus port). Retry.
+            port, bus = free_port(), free_port()
+            try:
+                nodes.append(owned.redis("--cluster-enabled", "yes", "--cluster-port", str(bus),
+                                         "--cluster-config-file", f"nodes-{port}.conf",
+                                         "--cluster-node-timeout", "2000", port=port,
+                                         name=f"cluster{i}"))
+                break
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
+                    raise
     subprocess.run([need("redis-cli"), "--cluster", "create",
                     *[f"127.0.0.1:{n.port}" for n in nodes], "--cluster-replicas", "0",
                     "--cluster-yes"], check=True, capture_output=True, timeout=60)
