@@ -74,7 +74,7 @@ async def main() -> None:
         if cosine < layer.search_floor:
             counts["below_floor"] += 1
             continue
-        verdict: Verdict = await layer.verdict(b, a, cosine, "judge-band")
+        verdict: Verdict = layer.verdict(b, a, cosine)
         decision = layer._banded(b, a, verdict)
         what = {True: "served", False: "asked", None: "refused"}[decision]
         counts[f"{what}_{'pos' if label else 'neg'}"] += 1

@@ -179,13 +179,10 @@ class SemanticLayer:
                else settings.verifier.min_similarity)
         return max(own, settings.min_similarity or 0.0)
 
-    async def verdict(self, query: str, cached: str, similarity: float, scope: str) -> Verdict:
+    def verdict(self, query: str, cached: str, similarity: float) -> Verdict:
         """May the answer cached for `cached` be served for `query`? (`score`: the
-        model's, for ranking candidates; the cosine under the rules.) Computed in
-        process: the verifier's inputs need no embedder call, whatever the scope."""
-        return self._verdict(query, cached, similarity)
-
-    def _verdict(self, query: str, cached: str, similarity: float) -> Verdict:
+        model's, for ranking candidates; the cosine under the rules.) In process: the
+        verifier's inputs need no embedder call."""
         learned = self.settings.learned
         if learned is None:
             verdict = verify(query, cached, similarity, self.settings.verifier)
@@ -212,7 +209,7 @@ class SemanticLayer:
                                           min_score=self.search_floor)
         learned = self.settings.learned
         if learned is None:
-            verdicts = [self._verdict(text, m.text, m.score) for m in matches]
+            verdicts = [self.verdict(text, m.text, m.score) for m in matches]
         else:
             settled = [learned.settle(text, m.text, m.score) for m in matches]
             if self.judge is None and self.explorer is None:
