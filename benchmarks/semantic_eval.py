@@ -142,7 +142,7 @@ async def why_lost(semantic: SemanticLayer, b_plan: Plan, a_plan: Plan) -> str:
     match = next((m for m in matches if m.key == a_plan.key), None)
     if match is None:
         return "not_in_top_k"
-    return "vetoed:" + semantic.verdict(text_b, text_a, match.score).reason
+    return "vetoed:" + semantic.verdict(text_b, text_a, match.score, (vb, match.vector)).reason
 
 
 def preload_vectors(cache: ResponseCache, semantic: SemanticLayer, path: Path,

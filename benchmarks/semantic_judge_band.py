@@ -74,8 +74,9 @@ async def main() -> None:
         if cosine < layer.search_floor:
             counts["below_floor"] += 1
             continue
-        verdict: Verdict = layer.verdict(b, a, cosine)
-        decision = layer._banded(b, a, verdict)
+        pair = layer.pair_vectors((vectors[b], vectors[a]))
+        verdict: Verdict = layer.verdict(b, a, cosine, pair)
+        decision = layer._banded(b, a, verdict, pair)
         what = {True: "served", False: "asked", None: "refused"}[decision]
         counts[f"{what}_{'pos' if label else 'neg'}"] += 1
 

@@ -48,7 +48,14 @@ from semantic_split import Row, read_pairs, split
 
 from hitrate.semantic import word_vectors
 from hitrate.semantic.features import NAMES, SCRIPTS, features
-from hitrate.semantic.learned import MODEL_PATH, FittedModel, LearnedVerifier, Verdict, threshold_for
+from hitrate.semantic.learned import (
+    MODEL_PATH,
+    FittedModel,
+    LearnedVerifier,
+    Verdict,
+    threshold_for,
+    vector_features,
+)
 from hitrate.semantic.text import analyze
 
 FILES = ("en_gptcache_dev.tsv", "zh_pawsx_dev.tsv")
@@ -65,6 +72,9 @@ MIN_SCRIPT_POSITIVES = 40  # a script calibrates on its own with at least this m
 UNLABELLED_TWINS = frozenset({"en_gptcache_dev.tsv"})
 FLOOR = 0.84  # the index's similarity floor: candidates below it are never verified
 NEIGHBOURS = 5
+VECTOR_EMBEDDER = "multilingual-e5-small"  # the default embedder's name (embedders.e5)
+VECTOR_SCRIPTS = ("latin",)  # the vector model's scripts, and the pair kinds it decides:
+VECTOR_KINDS = ("latin",)  # out of fold it lost recall on zh and English statements
 SYNTHETIC = {"en_gptcache_dev.tsv": 700, "zh_pawsx_dev.tsv": 300}  # sentences varied
 
 
@@ -266,7 +276,7 @@ def untrained_model(paths: list[Path]) -> dict:
 
 
 def fit_model(pairs: list[Pair], feats: dict[tuple[str, str], np.ndarray],
-              args: argparse.Namespace) -> dict:
+              args: argparse.Namespace, l2: float | None = None) -> dict:
     """Standardisation and layers of a model fitted on `pairs`, classes balanced (the
     calibration, not the fit, sets the operating point)."""
     x = np.stack([feats[(q, c)] for q, c, *_ in pairs])
@@ -280,7 +290,7 @@ def fit_model(pairs: list[Pair], feats: dict[tuple[str, str], np.ndarray],
         layers = fit_mlp(xs, y, weights, args.hidden, args.l2 * 1e-4)
         kind = f"mlp{args.hidden}"
     else:
-        w = fit_logistic(xs, y, weights, args.l2)
+        w = fit_logistic(xs, y, weights, args.l2 if l2 is None else l2)
         layers = [(w[:, None], np.zeros(1))]
         kind = "logistic"
     return {"kind": kind, "mean": mean.tolist(), "scale": scale.tolist(),
@@ -312,6 +322,8 @@ def main() -> None:
                         help="one model and calibration for all scripts (none per script)")
     parser.add_argument("--no-authored", action="store_true",
                         help="leave out the pairs written for this project (benchmarks/pairs)")
+    parser.add_argument("--vector-l2", type=float, default=100.0,
+                        help="L2 of the vector model (0: none); chosen out of fold")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/hitrate-e5-vectors.npz"))
     args = parser.parse_args()
     rng = random.Random(13)
@@ -353,16 +365,17 @@ def main() -> None:
                    and (p[0], p[1]) not in calibrate_only] for fold in folds]
     feats = {(q, c): features(q, c, s) for q, c, s, _ in every}
 
-    def cross_fit(keep: Callable[[Pair], bool]) -> tuple[dict, list[Pair], list[float]]:
+    def cross_fit(keep: Callable[[Pair], bool], feats: dict[tuple[str, str], np.ndarray] = feats,
+                  l2: float | None = None) -> tuple[dict, list[Pair], list[float]]:
         """A model fitted on the kept open pairs of every fold, and the out-of-fold
         scores of the kept calibration pairs."""
         kept = [[p for p in f if keep(p)] for f in open_folds]
-        params = fit_model([p for f in kept for p in f], feats, args)
+        params = fit_model([p for f in kept for p in f], feats, args, l2)
         cal: list[Pair] = []
         scores: list[float] = []
         for k in range(FOLDS):
             scorer = FittedModel.of(fit_model([p for j, f in enumerate(kept) if j != k for p in f],
-                                         feats, args))
+                                              feats, args, l2))
             for pair in folds[k]:
                 q, c, s, _ = pair
                 if not keep(pair) or s < FLOOR or settled(pair) is not None:
@@ -404,6 +417,35 @@ def main() -> None:
                     "false": [int(p[3] == 0) for p, _ in mine]}
         calibrate += [p for p, _ in own]
         cal_scores_list += [sc for _, sc in own]
+    # The vector model (`learned.vector_features`): English questions also read the
+    # embeddings' elementwise product. Fitted on every English pair, calibrated on the
+    # question pairs only (out of fold, statements lost recall with it).
+    vector_report: dict[str, object] = {}
+    if args.vector_l2 > 0:
+        texts = list(dict.fromkeys(t for q, c, *_ in every for t in (q, c)))
+        vec = dict(zip(texts, emb.get(texts), strict=True))
+        feats_vec = {(q, c): vector_features(x, (vec[q], vec[c])) for (q, c), x in feats.items()
+                     if LearnedVerifier.pair_script(q, c) in VECTOR_SCRIPTS}
+        vector_model: dict = {"embedder": VECTOR_EMBEDDER, "dim": len(next(iter(vec.values()))),
+                              "l2": args.vector_l2, "by_script": {}, "calibration": {}}
+        for script in VECTOR_SCRIPTS:
+            params, cal, scores = cross_fit(lambda p, s=script: script_of(p) == s, feats_vec,
+                                            args.vector_l2)
+            vector_model["by_script"][script] = params
+            for kind in VECTOR_KINDS:
+                mine = [(p, sc) for p, sc in zip(cal, scores, strict=True)
+                        if LearnedVerifier.pair_kind(p[0], p[1]) == kind]
+                vector_model["calibration"][kind] = {
+                    "scores": np.round([sc for _, sc in mine], 5).tolist(),
+                    "false": [int(p[3] == 0) for p, _ in mine]}
+                s = np.array([sc for _, sc in mine])
+                y = np.array([p[3] for p, _ in mine])
+                vector_report[f"vector_{kind}"] = {
+                    "auc": round(auc(s, y), 4),
+                    "recall_by_budget": {b: round(float(((s >= threshold_for(s, (y == 0).astype(int), b))
+                                                         & (y == 1)).sum() / max(1, (y == 1).sum())), 3)
+                                         for b in (0.02, 0.05, 0.1)}}
+        model["vector_model"] = vector_model
     cal_scores = np.array(cal_scores_list)
     cal_y = np.array([y for *_, y in calibrate])
     scripts = np.array([LearnedVerifier.pair_kind(p[0], p[1]) for p in calibrate])
@@ -443,6 +485,7 @@ def main() -> None:
             accepted = s >= t
             curve[budget] = round(float((accepted & (y == 1)).sum() / max(1, (y == 1).sum())), 3)
         report[f"recall_by_budget_{script}"] = curve
+    report.update(vector_report)
     top = np.argsort(-np.abs(layers[0][0][:, 0]))[:12] if not args.hidden else []
     report["top_weights"] = {NAMES[i]: round(float(layers[0][0][i, 0]), 3) for i in top}
     print(json.dumps(report, ensure_ascii=False))

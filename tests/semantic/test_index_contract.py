@@ -129,6 +129,10 @@ async def test_search_is_scoped_ranked_and_thresholded(backend: Backend):
     assert scores == sorted(scores, reverse=True) and all(-1.0 <= s <= 1.0 for s in scores)
     brute = sorted((float(unit(i) @ unit(3)) for i in range(30)), reverse=True)[:5]
     assert scores == pytest.approx(brute, abs=1e-4)
+    # each match carries its stored vector (the learned verifier's vector model reads it)
+    for match in found:
+        assert np.asarray(match.vector).shape == (32,)
+        np.testing.assert_allclose(match.vector, unit(int(match.key[1:])), atol=1e-6)
 
     # another scope's vector, even an identical one, is never a candidate
     assert await index.search(unit(35), scope="s1", k=5, min_score=0.9) == []
@@ -142,6 +146,7 @@ async def test_search_is_scoped_ranked_and_thresholded(backend: Backend):
     hits = await index.search(unit(3), scope="s1", k=3, min_score=score - 0.01)
     assert [m.key for m in hits] == ["k3", "para"]
     assert hits[1].score == pytest.approx(score, abs=1e-4)
+    np.testing.assert_allclose(hits[1].vector, near(3, 0.3), atol=1e-6)
     assert [m.key for m in await index.search(unit(3), scope="s1", k=3, min_score=score + 0.01)] == ["k3"]
 
 

@@ -215,3 +215,50 @@ STATEMENTS_APART = [
 @pytest.mark.parametrize(("stored", "asked"), STATEMENTS_APART)
 async def test_statements_one_identifier_apart_miss(layer, stored, asked):
     assert not await _served(layer, stored, asked, f"statement:{stored}")
+
+
+def test_english_questions_go_to_the_vector_model_with_the_default_embedder():
+    verifier = load_verifier()
+    assert verifier.reads_vectors_of("multilingual-e5-small")
+    assert not verifier.reads_vectors_of("upstream:text-embedding-3-small")
+    rng = np.random.default_rng(5)
+    u, v = (x / np.linalg.norm(x) for x in rng.standard_normal((2, verifier.vector_dim)))
+    q, c = "How long do indoor cats live?", "How long should I keep my cat indoors after moving?"
+    cosine = 0.95
+    assert verifier.score(q, c, cosine, (u, v)) != verifier.score(q, c, cosine)
+    assert verifier.threshold_of(q, c, (u, v)) == verifier.vector_thresholds["latin"]
+    assert verifier.threshold_of(q, c) == verifier.thresholds["latin"]
+    # vectors of another size (another embedder), or a missing one: the first model
+    assert verifier.score(q, c, cosine, (u[:8], v[:8])) == verifier.score(q, c, cosine)
+    assert verifier.score(q, c, cosine, (u, None)) == verifier.score(q, c, cosine)
+    # Chinese pairs and English statements stay with the first model
+    for a, b in [("怎么学好英语？", "如何学好英语呢"),
+                 ("The map() function applies a callable.", "map() applies a callable to items.")]:
+        assert verifier.score(a, b, cosine, (u, v)) == verifier.score(a, b, cosine)
+
+
+async def test_a_lookup_hands_the_stored_vector_to_the_verifier(layer, monkeypatch):
+    learned = layer.settings.learned
+    seen: list[tuple] = []
+    decide = learned.decide
+
+    def spying(query, cached, cosine, vectors=None):
+        seen.append(vectors)
+        return decide(query, cached, cosine, vectors)
+
+    monkeypatch.setattr(learned, "decide", spying)
+    stored, asked = "How do I learn Rust quickly?", "What is the fastest way to learn Rust?"
+    stored_vector = await layer.vector(stored, "spy")
+    await layer.remember("key:spy", stored, stored_vector, "spy", "default", None)
+    asked_vector = await layer.vector(asked, "spy")
+    await layer.candidates(asked, "spy", asked_vector)
+    assert len(seen) == 1 and seen[0] is not None
+    np.testing.assert_allclose(seen[0][0], asked_vector)
+    np.testing.assert_allclose(seen[0][1], stored_vector, atol=1e-6)
+
+
+def test_vectors_of_another_embedder_are_never_read():
+    layer = build_semantic(SemanticConfig(embedder="wordllama"))
+    u = np.ones(256, dtype=np.float32) / 16
+    assert layer.pair_vectors((u, u)) is None
+    assert build_semantic(SemanticConfig()).pair_vectors((u, u)) is not None

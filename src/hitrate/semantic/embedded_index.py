@@ -227,7 +227,7 @@ class EmbeddedIndex(VectorIndex):
             return []
         query = np.asarray(vector, dtype=np.float32)
         found = bucket.search(query, k, min_score, time.time(), self._rows)
-        return [Match(key, score, bucket.texts[row]) for key, score, row in found]
+        return [Match(key, score, bucket.texts[row], bucket.matrix[row]) for key, score, row in found]
 
     async def delete(self, key: str) -> bool:
         removed = self._remove_memory(key)

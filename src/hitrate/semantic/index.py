@@ -24,6 +24,9 @@ class Match:
     key: str  # the cache key of the stored entry
     score: float  # cosine similarity
     text: str  # the embedded text (the entry's last user turn), for verification
+    # The stored unit vector (float32) where the index returns it: the learned verifier
+    # reads both vectors (`learned.py`), and without it falls back to re-embedding `text`.
+    vector: Any = None
 
 
 class VectorIndex(ABC):

@@ -7,6 +7,14 @@ the scores of held-out candidate pairs and whether each was a false match, poole
 languages ("all") or per script; the threshold for a budget `max_false_rate` is the
 lowest score at which the share of false matches among accepted calibration pairs (with
 a small-sample margin) stays within the budget.
+
+English questions also have a second model (`vector_model`) that reads, besides those
+features, the elementwise product of the two texts' embeddings: a learned weighting of
+the embedding's dimensions (a diagonal bilinear similarity), which tells "How long should
+I keep my cat indoors after moving?" from "How long do indoor cats live?" better than
+their cosine does (out of fold, English questions: recall at a 2% false share 19% ->
+35%). It needs the vectors of the embedder it was fitted on; with another embedder, or
+an index that returns no stored vectors, the pair goes to the first model.
 """
 
 from __future__ import annotations
@@ -62,6 +70,13 @@ def threshold_for(scores: np.ndarray, false: np.ndarray, budget: float) -> float
     return best
 
 
+def vector_features(base: np.ndarray, vectors: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The vector model's input: the pair features, then the embeddings' elementwise
+    product."""
+    query, cached = vectors
+    return np.concatenate([base, np.asarray(query, dtype=np.float64) * cached])
+
+
 @dataclass(frozen=True, slots=True)
 class FittedModel:
     """One fitted model: standardisation, then layers (one: logistic regression)."""
@@ -110,6 +125,27 @@ class LearnedVerifier:
                                        else pooled_threshold)
         # English statements without a calibration of their own: the questions' one.
         self.thresholds.setdefault("latin_statement", self.thresholds["latin"])
+        vector_model = model.get("vector_model") or {}
+        self.vector_embedder: str | None = vector_model.get("embedder")
+        self.vector_dim = int(vector_model.get("dim", 0))
+        self.vector_models = {s: FittedModel.of(d) for s, d in vector_model.get("by_script", {}).items()}
+        self.vector_thresholds = {
+            kind: threshold_for(np.asarray(data["scores"]), np.asarray(data["false"]), max_false_rate)
+            for kind, data in vector_model.get("calibration", {}).items()}
+
+    def reads_vectors_of(self, embedder: str) -> bool:
+        """Whether pairs embedded by `embedder` can go to the vector model."""
+        return bool(self.vector_thresholds) and embedder == self.vector_embedder
+
+    def _vector_kind(self, query: str, cached: str,
+                     vectors: tuple[np.ndarray, np.ndarray] | None) -> str | None:
+        """The pair's kind when the vector model decides it, else None."""
+        if vectors is None or vectors[0] is None or vectors[1] is None:
+            return None
+        if len(vectors[0]) != self.vector_dim or len(vectors[1]) != self.vector_dim:
+            return None
+        kind = self.pair_kind(query, cached)
+        return kind if kind in self.vector_thresholds else None
 
     @staticmethod
     def pair_script(query: str, cached: str) -> str:
@@ -128,14 +164,24 @@ class LearnedVerifier:
             return "latin_statement"
         return script
 
-    def threshold_of(self, query: str, cached: str) -> float:
+    def threshold_of(self, query: str, cached: str,
+                     vectors: tuple[np.ndarray, np.ndarray] | None = None) -> float:
         """The model score this pair must reach."""
+        kind = self._vector_kind(query, cached, vectors)
+        if kind is not None:
+            return self.vector_thresholds[kind]
         return self.thresholds[self.pair_kind(query, cached)]
 
-    def score(self, query: str, cached: str, cosine: float) -> float:
-        """P(same meaning) as the pair's model estimates it, before calibration."""
-        return self.models[self.pair_script(query, cached)].score(
-            features(query, cached, cosine))
+    def score(self, query: str, cached: str, cosine: float,
+              vectors: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+        """P(same meaning) as the pair's model estimates it, before calibration.
+        `vectors`: the query's and the cached text's embeddings, if known."""
+        script = self.pair_script(query, cached)
+        base = features(query, cached, cosine)
+        if self._vector_kind(query, cached, vectors) is not None:
+            assert vectors is not None
+            return self.vector_models[script].score(vector_features(base, vectors))
+        return self.models[script].score(base)
 
     def settle(self, query: str, cached: str, cosine: float) -> Verdict | None:
         """The verdict when no model is needed (the floor, the guards, the always-hit
@@ -159,16 +205,18 @@ class LearnedVerifier:
             return Verdict(True, "ok", 1.0)  # AI <-> 人工智能, all else equal
         return None
 
-    def decide(self, query: str, cached: str, cosine: float) -> Verdict:
+    def decide(self, query: str, cached: str, cosine: float,
+               vectors: tuple[np.ndarray, np.ndarray] | None = None) -> Verdict:
         """The model's verdict at the calibrated threshold of the pair's scripts."""
-        score = self.score(query, cached, cosine)
-        if score >= self.threshold_of(query, cached):
+        score = self.score(query, cached, cosine, vectors)
+        if score >= self.threshold_of(query, cached, vectors):
             return Verdict(True, "ok", score)
         return Verdict(False, "model", score)
 
-    def verify(self, query: str, cached: str, cosine: float) -> Verdict:
+    def verify(self, query: str, cached: str, cosine: float,
+               vectors: tuple[np.ndarray, np.ndarray] | None = None) -> Verdict:
         settled = self.settle(query, cached, cosine)
-        return settled if settled is not None else self.decide(query, cached, cosine)
+        return settled if settled is not None else self.decide(query, cached, cosine, vectors)
 
 
 _QUESTION_OPENERS = frozenset((

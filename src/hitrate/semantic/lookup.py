@@ -179,15 +179,25 @@ class SemanticLayer:
                else settings.verifier.min_similarity)
         return max(own, settings.min_similarity or 0.0)
 
-    def verdict(self, query: str, cached: str, similarity: float) -> Verdict:
+    def verdict(self, query: str, cached: str, similarity: float,
+                vectors: tuple[Any, Any] | None = None) -> Verdict:
         """May the answer cached for `cached` be served for `query`? (`score`: the
         model's, for ranking candidates; the cosine under the rules.) In process: the
-        verifier's inputs need no embedder call."""
+        verifier's inputs need no embedder call. `vectors`: both texts' embeddings,
+        when known (see `pair_vectors`)."""
         learned = self.settings.learned
         if learned is None:
             verdict = verify(query, cached, similarity, self.settings.verifier)
             return Verdict(verdict.accept, verdict.reason, similarity)
-        return learned.verify(query, cached, similarity)
+        return learned.verify(query, cached, similarity, self.pair_vectors(vectors))
+
+    def pair_vectors(self, vectors: tuple[Any, Any] | None) -> tuple[Any, Any] | None:
+        """The two embeddings for the learned verifier's vector model, or None when
+        they are not from the embedder it was fitted on."""
+        learned = self.settings.learned
+        if vectors is None or learned is None or not learned.reads_vectors_of(self.embedder.name):
+            return None
+        return vectors
 
     async def candidates(self, text: str, scope: str, vector: Any) -> list[tuple[Match, str]]:
         """Verified candidates, best first, as (match, reason='ok'). Empty when the
@@ -219,14 +229,16 @@ class SemanticLayer:
                          if v is not None and v.accept]
                 if ruled:
                     return ruled
-            verdicts = [v if v is not None else learned.decide(text, m.text, m.score)
+            verdicts = [v if v is not None else
+                        learned.decide(text, m.text, m.score, self.pair_vectors((vector, m.vector)))
                         for m, v in zip(matches, settled, strict=True)]
         out = []
         rejected = self.stats.rejected
         for match, verdict in zip(matches, verdicts, strict=True):
             sure = verdict.accept
             if self.judge is not None:
-                decision = self._banded(text, match.text, verdict)
+                decision = self._banded(text, match.text, verdict,
+                                        self.pair_vectors((vector, match.vector)))
                 if decision is None:
                     rejected[verdict.reason if not verdict.accept else "judge_band"] += 1
                     continue
@@ -241,7 +253,8 @@ class SemanticLayer:
         out.sort(key=lambda c: (not c.sure, -c.score))  # the surest paraphrase first
         return out
 
-    def _banded(self, query: str, cached: str, verdict: Verdict) -> bool | None:
+    def _banded(self, query: str, cached: str, verdict: Verdict,
+                vectors: tuple[Any, Any] | None = None) -> bool | None:
         """With a judge: True = serve, False = ask the judge, None = refuse. Hard vetoes
         (numbers, negation, pronouns...; any veto under the rules) are never asked."""
         assert self.judge is not None
@@ -249,7 +262,7 @@ class SemanticLayer:
         if not verdict.accept and (learned is None or verdict.reason != "model"):
             return None
         if learned is not None:
-            threshold = learned.threshold_of(query, cached)
+            threshold = learned.threshold_of(query, cached, vectors)
             default_low = 0.5
         else:  # the rules: scores are cosines; ask about the accepted ones near the floor
             floor = self.search_floor

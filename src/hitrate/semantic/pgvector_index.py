@@ -133,17 +133,20 @@ class PgvectorIndex(ServerIndex):
             await self.purge_expired()
 
     async def _nearest(self, query: Any, *, scope: str, k: int, min_score: float) -> list[Match]:
+        import numpy as np
+
         async with self._pool.connection() as conn:
             rows = await (await conn.execute(
-                f"SELECT key, text, embedding <=> %(q)s AS distance FROM {self.table} "
+                f"SELECT key, text, embedding <=> %(q)s AS distance, embedding FROM {self.table} "
                 "WHERE scope = %(scope)s AND (expires_at IS NULL OR expires_at > %(now)s) "
                 "ORDER BY embedding <=> %(q)s LIMIT %(k)s",
                 {"q": query, "scope": scope, "now": time.time(), "k": int(k)})).fetchall()
         found = []
-        for key, text, distance in rows:
+        for key, text, distance, embedding in rows:
             score = 1.0 - float(distance)
             if score >= min_score:
-                found.append(Match(key, min(score, 1.0), text))
+                stored = embedding.to_numpy() if hasattr(embedding, "to_numpy") else embedding
+                found.append(Match(key, min(score, 1.0), text, np.asarray(stored, dtype=np.float32)))
         return found
 
     async def delete(self, key: str) -> bool:

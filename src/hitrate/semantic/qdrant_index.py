@@ -117,13 +117,19 @@ class QdrantIndex(ServerIndex):
         if time.monotonic() >= self._next_purge:
             await self.purge_expired()
 
+    @staticmethod
+    def _vector(stored: Any) -> Any:
+        import numpy as np
+
+        return None if stored is None else np.asarray(stored, dtype=np.float32)
+
     async def _nearest(self, query: Any, *, scope: str, k: int, min_score: float) -> list[Match]:
         found = await self.client.query_points(
             self.collection, query=query.tolist(), limit=k, score_threshold=min_score,
             query_filter=self._filter(scope=scope, live_after=time.time()),
-            with_payload=["key", "text"], with_vectors=False)
-        return [Match(str(point.payload["key"]), min(float(point.score), 1.0), str(point.payload["text"]))
-                for point in found.points]
+            with_payload=["key", "text"], with_vectors=True)
+        return [Match(str(point.payload["key"]), min(float(point.score), 1.0), str(point.payload["text"]),
+                      self._vector(point.vector)) for point in found.points]
 
     async def delete(self, key: str) -> bool:
         if not await self._ensure():

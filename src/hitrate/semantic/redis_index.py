@@ -137,17 +137,21 @@ class RedisIndex(ServerIndex):
             await pipe.execute()
 
     async def _nearest(self, query: Any, *, scope: str, k: int, min_score: float) -> list[Match]:
+        import numpy as np
+
         knn = (f"(@scope:{{{_tag(scope)}}} @expires_at:[({time.time():.6f} +inf])"
                f"=>[KNN {int(k)} @vector $vec AS __distance]")
         reply = await self.client.execute_command(
             "FT.SEARCH", self.index_name, knn, "PARAMS", 2, "vec", query.tobytes(),
-            "SORTBY", "__distance", "ASC", "RETURN", 3, "key", "text", "__distance",
+            "SORTBY", "__distance", "ASC", "RETURN", 4, "key", "text", "vector", "__distance",
             "LIMIT", 0, int(k), "DIALECT", 2)
         found = []
         for _, values in _search_rows(reply)[1]:
             score = 1.0 - float(values["__distance"])
             if score >= min_score:
-                found.append(Match(_text(values["key"]), min(score, 1.0), _text(values.get("text", b""))))
+                vector = values.get("vector")
+                found.append(Match(_text(values["key"]), min(score, 1.0), _text(values.get("text", b"")),
+                                   None if vector is None else np.frombuffer(vector, dtype=np.float32)))
         return found
 
     async def delete(self, key: str) -> bool:
