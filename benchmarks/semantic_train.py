@@ -50,6 +50,7 @@ from hitrate.semantic import word_vectors
 from hitrate.semantic.features import NAMES, SCRIPTS, features
 from hitrate.semantic.learned import (
     MODEL_PATH,
+    VECTOR_INPUTS,
     FittedModel,
     LearnedVerifier,
     Verdict,
@@ -366,16 +367,21 @@ def main() -> None:
     feats = {(q, c): features(q, c, s) for q, c, s, _ in every}
 
     def cross_fit(keep: Callable[[Pair], bool], feats: dict[tuple[str, str], np.ndarray] = feats,
-                  l2: float | None = None) -> tuple[dict, list[Pair], list[float]]:
-        """A model fitted on the kept open pairs of every fold, and the out-of-fold
-        scores of the kept calibration pairs."""
+                  l2: float | None = None, ensemble: bool = False
+                  ) -> tuple[dict, list[Pair], list[float]]:
+        """A model fitted on the kept open pairs of every fold (with `ensemble`, the
+        fold models themselves), and the out-of-fold scores of the kept calibration
+        pairs."""
         kept = [[p for p in f if keep(p)] for f in open_folds]
-        params = fit_model([p for f in kept for p in f], feats, args, l2)
+        params = {} if ensemble else fit_model([p for f in kept for p in f], feats, args, l2)
         cal: list[Pair] = []
         scores: list[float] = []
         for k in range(FOLDS):
-            scorer = FittedModel.of(fit_model([p for j, f in enumerate(kept) if j != k for p in f],
-                                              feats, args, l2))
+            fold_params = fit_model([p for j, f in enumerate(kept) if j != k for p in f],
+                                    feats, args, l2)
+            if ensemble:
+                params.setdefault("folds", []).append(fold_params)
+            scorer = FittedModel.of(fold_params)
             for pair in folds[k]:
                 q, c, s, _ = pair
                 if not keep(pair) or s < FLOOR or settled(pair) is not None:
@@ -418,19 +424,22 @@ def main() -> None:
         calibrate += [p for p, _ in own]
         cal_scores_list += [sc for _, sc in own]
     # The vector model (`learned.vector_features`): English questions also read the
-    # embeddings' elementwise product. Fitted on every English pair, calibrated on the
-    # question pairs only (out of fold, statements lost recall with it).
+    # embeddings' elementwise product and absolute difference. Fitted on every English
+    # pair, calibrated on the question pairs only (out of fold, statements lost recall
+    # with it). It ships as its fold models (`learned.FoldEnsemble`): the threshold is
+    # chosen on their scores, not on those of a model fitted to all the data.
     vector_report: dict[str, object] = {}
     if args.vector_l2 > 0:
         texts = list(dict.fromkeys(t for q, c, *_ in every for t in (q, c)))
         vec = dict(zip(texts, emb.get(texts), strict=True))
         feats_vec = {(q, c): vector_features(x, (vec[q], vec[c])) for (q, c), x in feats.items()
                      if LearnedVerifier.pair_script(q, c) in VECTOR_SCRIPTS}
-        vector_model: dict = {"embedder": VECTOR_EMBEDDER, "dim": len(next(iter(vec.values()))),
+        vector_model: dict = {"embedder": VECTOR_EMBEDDER, "inputs": VECTOR_INPUTS,
+                              "dim": len(next(iter(vec.values()))),
                               "l2": args.vector_l2, "by_script": {}, "calibration": {}}
         for script in VECTOR_SCRIPTS:
             params, cal, scores = cross_fit(lambda p, s=script: script_of(p) == s, feats_vec,
-                                            args.vector_l2)
+                                            args.vector_l2, ensemble=True)
             vector_model["by_script"][script] = params
             for kind in VECTOR_KINDS:
                 mine = [(p, sc) for p, sc in zip(cal, scores, strict=True)

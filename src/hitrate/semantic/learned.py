@@ -9,12 +9,13 @@ lowest score at which the share of false matches among accepted calibration pair
 a small-sample margin) stays within the budget.
 
 English questions also have a second model (`vector_model`) that reads, besides those
-features, the elementwise product of the two texts' embeddings: a learned weighting of
-the embedding's dimensions (a diagonal bilinear similarity), which tells "How long should
-I keep my cat indoors after moving?" from "How long do indoor cats live?" better than
-their cosine does (out of fold, English questions: recall at a 2% false share 19% ->
-35%). It needs the vectors of the embedder it was fitted on; with another embedder, or
-an index that returns no stored vectors, the pair goes to the first model.
+features, the elementwise product and absolute difference of the two texts' embeddings:
+a learned weighting of the embedding's dimensions (the product's is a diagonal bilinear
+similarity), which tells "How long should I keep my cat indoors after moving?" from
+"How long do indoor cats live?" better than their cosine does (out of fold, English
+questions: recall at a 2% false share 19% -> 37%). It needs the vectors of the embedder
+it was fitted on; with another embedder, or an index that returns no stored vectors, the
+pair goes to the first model.
 """
 
 from __future__ import annotations
@@ -70,11 +71,15 @@ def threshold_for(scores: np.ndarray, false: np.ndarray, budget: float) -> float
     return best
 
 
+VECTOR_INPUTS = "product,absdiff"  # what `vector_features` appends; the model file names it
+
+
 def vector_features(base: np.ndarray, vectors: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """The vector model's input: the pair features, then the embeddings' elementwise
-    product."""
-    query, cached = vectors
-    return np.concatenate([base, np.asarray(query, dtype=np.float64) * cached])
+    product and absolute difference."""
+    query = np.asarray(vectors[0], dtype=np.float64)
+    cached = np.asarray(vectors[1], dtype=np.float64)
+    return np.concatenate([base, query * cached, np.abs(query - cached)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +94,34 @@ class FittedModel:
         return cls(np.asarray(data["mean"]), np.asarray(data["scale"]),
                    [(np.asarray(w), np.asarray(b)) for w, b in data["layers"]])
 
-    def score(self, x: np.ndarray) -> float:
+    def logit(self, x: np.ndarray) -> float:
         x = (x - self.mean) / self.scale
         for i, (w, b) in enumerate(self.layers):
             x = x @ w + b
             if i < len(self.layers) - 1:
                 x = np.maximum(x, 0.0)
-        return float(1.0 / (1.0 + math.exp(-float(np.clip(x[0], -30, 30)))))
+        return float(np.clip(x[0], -30, 30))
+
+    def score(self, x: np.ndarray) -> float:
+        return _sigmoid(self.logit(x))
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+@dataclass(frozen=True, slots=True)
+class FoldEnsemble:
+    """The cross-fitted models themselves, scored by their mean logit. Its threshold is
+    chosen on each calibration pair's score from the one fold model that never saw it,
+    so it is calibrated on the models it runs, not on a model fitted to all the data:
+    with the vector model's 800 inputs, the latter is more confident on unseen pairs
+    than its fold models were (train file's test part: 5 false hits in 75; the
+    ensemble: 3 in 69)."""
+    folds: list[FittedModel]
+
+    def score(self, x: np.ndarray) -> float:
+        return _sigmoid(sum(model.logit(x) for model in self.folds) / len(self.folds))
 
 
 class LearnedVerifier:
@@ -126,9 +152,13 @@ class LearnedVerifier:
         # English statements without a calibration of their own: the questions' one.
         self.thresholds.setdefault("latin_statement", self.thresholds["latin"])
         vector_model = model.get("vector_model") or {}
+        if vector_model and vector_model.get("inputs") != VECTOR_INPUTS:
+            raise ValueError("verifier model's vector model was trained on other inputs; "
+                             "retrain it with benchmarks/semantic_train.py")
         self.vector_embedder: str | None = vector_model.get("embedder")
         self.vector_dim = int(vector_model.get("dim", 0))
-        self.vector_models = {s: FittedModel.of(d) for s, d in vector_model.get("by_script", {}).items()}
+        self.vector_models = {s: FoldEnsemble([FittedModel.of(f) for f in d["folds"]])
+                              for s, d in vector_model.get("by_script", {}).items()}
         self.vector_thresholds = {
             kind: threshold_for(np.asarray(data["scores"]), np.asarray(data["false"]), max_false_rate)
             for kind, data in vector_model.get("calibration", {}).items()}
