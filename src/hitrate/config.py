@@ -301,7 +301,7 @@ class KVConfig(_Section):
     remote_timeout: float = Field(default=10.0, gt=0, description="per remote operation (s)")
     # Reuse of cached segments at any position (hitrate.kv.blend, HuggingFace path).
     blend: bool = False
-    blend_ratio: float = Field(default=0.15, ge=0, le=1,
+    blend_ratio: float = Field(default=0.10, ge=0, le=1,
                                description="share of segment tokens recomputed (0 = none, 1 = all)")
     blend_check_layer: int = Field(default=2, ge=1, description="layer where tokens are selected")
     blend_separator: str | None = Field(default=None, min_length=1,
