@@ -26,7 +26,10 @@ otherwise - the `full` protocol's distractors); with `--synthetic`, rule-made va
 (off by default: on calibrate they made the model worse). Features include the cosine
 of the words the two texts do not share (`features.differing_words`) in static word
 vectors (`word_vectors.py`; out of fold they beat e5's cosine of the same words).
-Prints one JSON line with what was fitted and out-of-fold figures per script.
+English questions also get a vector model (`--vector-l2`, `learned.vector_features`:
+the features plus the two e5 embeddings' product and absolute difference), shipped as
+its five fold models (`learned.FoldEnsemble`) and calibrated on their out-of-fold
+scores. Prints one JSON line with what was fitted and out-of-fold figures per script.
 """
 
 from __future__ import annotations
