@@ -77,8 +77,8 @@ UNLABELLED_TWINS = frozenset({"en_gptcache_dev.tsv"})
 FLOOR = 0.84  # the index's similarity floor: candidates below it are never verified
 NEIGHBOURS = 5
 VECTOR_EMBEDDER = "multilingual-e5-small"  # the default embedder's name (embedders.e5)
-VECTOR_SCRIPTS = ("latin",)  # the vector model's scripts, and the pair kinds it decides:
-VECTOR_KINDS = ("latin",)  # out of fold it lost recall on zh and English statements
+VECTOR_SCRIPT = "latin"  # the vector model's script, and the one pair kind it decides
+VECTOR_KIND = "latin"  # (English questions): out of fold it lost recall on zh and statements
 SYNTHETIC = {"en_gptcache_dev.tsv": 700, "zh_pawsx_dev.tsv": 300}  # sentences varied
 
 
@@ -437,28 +437,22 @@ def main() -> None:
         texts = list(dict.fromkeys(t for q, c, *_ in every for t in (q, c)))
         vec = dict(zip(texts, emb.get(texts), strict=True))
         feats_vec = {(q, c): vector_features(x, (vec[q], vec[c])) for (q, c), x in feats.items()
-                     if LearnedVerifier.pair_script(q, c) in VECTOR_SCRIPTS}
+                     if LearnedVerifier.pair_kind(q, c) == VECTOR_KIND}
         vector_model: dict = {"embedder": VECTOR_EMBEDDER, "inputs": VECTOR_INPUTS,
                               "dim": len(next(iter(vec.values()))),
                               "l2": args.vector_l2, "by_script": {}, "calibration": {}}
-        for script in VECTOR_SCRIPTS:
-            params, cal, scores = cross_fit(
-                lambda p: LearnedVerifier.pair_kind(p[0], p[1]) in VECTOR_KINDS, feats_vec,
-                args.vector_l2, ensemble=True)
-            vector_model["by_script"][script] = params
-            for kind in VECTOR_KINDS:
-                mine = [(p, sc) for p, sc in zip(cal, scores, strict=True)
-                        if LearnedVerifier.pair_kind(p[0], p[1]) == kind]
-                vector_model["calibration"][kind] = {
-                    "scores": np.round([sc for _, sc in mine], 5).tolist(),
-                    "false": [int(p[3] == 0) for p, _ in mine]}
-                s = np.array([sc for _, sc in mine])
-                y = np.array([p[3] for p, _ in mine])
-                vector_report[f"vector_{kind}"] = {
-                    "auc": round(auc(s, y), 4),
-                    "recall_by_budget": {b: round(float(((s >= threshold_for(s, (y == 0).astype(int), b))
-                                                         & (y == 1)).sum() / max(1, (y == 1).sum())), 3)
-                                         for b in (0.02, 0.05, 0.1)}}
+        params, cal, scores = cross_fit(
+            lambda p: LearnedVerifier.pair_kind(p[0], p[1]) == VECTOR_KIND, feats_vec,
+            args.vector_l2, ensemble=True)
+        vector_model["by_script"][VECTOR_SCRIPT] = params
+        vector_model["calibration"][VECTOR_KIND] = {
+            "scores": np.round(scores, 5).tolist(), "false": [int(p[3] == 0) for p in cal]}
+        s, y = np.array(scores), np.array([p[3] for p in cal])
+        vector_report[f"vector_{VECTOR_KIND}"] = {
+            "auc": round(auc(s, y), 4),
+            "recall_by_budget": {b: round(float(((s >= threshold_for(s, (y == 0).astype(int), b))
+                                                 & (y == 1)).sum() / max(1, (y == 1).sum())), 3)
+                                 for b in (0.02, 0.05, 0.1)}}
         model["vector_model"] = vector_model
     cal_scores = np.array(cal_scores_list)
     cal_y = np.array([y for *_, y in calibrate])
