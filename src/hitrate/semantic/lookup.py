@@ -218,6 +218,7 @@ class SemanticLayer:
         matches = await self.index.search(vector, scope=scope, k=self.settings.top_k,
                                           min_score=self.search_floor)
         learned = self.settings.learned
+        pairs = [self.pair_vectors((vector, m.vector)) for m in matches]
         if learned is None:
             verdicts = [self.verdict(text, m.text, m.score) for m in matches]
         else:
@@ -229,16 +230,14 @@ class SemanticLayer:
                          if v is not None and v.accept]
                 if ruled:
                     return ruled
-            verdicts = [v if v is not None else
-                        learned.decide(text, m.text, m.score, self.pair_vectors((vector, m.vector)))
-                        for m, v in zip(matches, settled, strict=True)]
+            verdicts = [v if v is not None else learned.decide(text, m.text, m.score, pair)
+                        for m, v, pair in zip(matches, settled, pairs, strict=True)]
         out = []
         rejected = self.stats.rejected
-        for match, verdict in zip(matches, verdicts, strict=True):
+        for match, verdict, pair in zip(matches, verdicts, pairs, strict=True):
             sure = verdict.accept
             if self.judge is not None:
-                decision = self._banded(text, match.text, verdict,
-                                        self.pair_vectors((vector, match.vector)))
+                decision = self._banded(text, match.text, verdict, pair)
                 if decision is None:
                     rejected[verdict.reason if not verdict.accept else "judge_band"] += 1
                     continue

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from hitrate.semantic.index import Match
-from hitrate.semantic.server_index import ServerIndex
+from hitrate.semantic.server_index import ServerIndex, stored_vector
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -133,8 +133,6 @@ class PgvectorIndex(ServerIndex):
             await self.purge_expired()
 
     async def _nearest(self, query: Any, *, scope: str, k: int, min_score: float) -> list[Match]:
-        import numpy as np
-
         async with self._pool.connection() as conn:
             rows = await (await conn.execute(
                 f"SELECT key, text, embedding <=> %(q)s AS distance, embedding FROM {self.table} "
@@ -145,8 +143,7 @@ class PgvectorIndex(ServerIndex):
         for key, text, distance, embedding in rows:
             score = 1.0 - float(distance)
             if score >= min_score:
-                stored = embedding.to_numpy() if hasattr(embedding, "to_numpy") else embedding
-                found.append(Match(key, min(score, 1.0), text, np.asarray(stored, dtype=np.float32)))
+                found.append(Match(key, min(score, 1.0), text, stored_vector(embedding)))
         return found
 
     async def delete(self, key: str) -> bool:

@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 from hitrate.semantic.index import Match
-from hitrate.semantic.server_index import ServerIndex
+from hitrate.semantic.server_index import ServerIndex, stored_vector
 
 _NEVER = 2.0**62  # expires_at stored for entries without a TTL, so one range filter fits all
 _IDS = uuid.UUID("6f1c2a4e-9b1d-4c55-8d0e-7c3b5e2f9a10")  # UUID5 namespace for point ids
@@ -117,19 +117,13 @@ class QdrantIndex(ServerIndex):
         if time.monotonic() >= self._next_purge:
             await self.purge_expired()
 
-    @staticmethod
-    def _vector(stored: Any) -> Any:
-        import numpy as np
-
-        return None if stored is None else np.asarray(stored, dtype=np.float32)
-
     async def _nearest(self, query: Any, *, scope: str, k: int, min_score: float) -> list[Match]:
         found = await self.client.query_points(
             self.collection, query=query.tolist(), limit=k, score_threshold=min_score,
             query_filter=self._filter(scope=scope, live_after=time.time()),
             with_payload=["key", "text"], with_vectors=True)
         return [Match(str(point.payload["key"]), min(float(point.score), 1.0), str(point.payload["text"]),
-                      self._vector(point.vector)) for point in found.points]
+                      stored_vector(point.vector)) for point in found.points]
 
     async def delete(self, key: str) -> bool:
         if not await self._ensure():

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from hitrate.semantic.index import Match
-from hitrate.semantic.server_index import ServerIndex
+from hitrate.semantic.server_index import ServerIndex, stored_vector
 
 _NEVER = 2.0**62  # expires_at stored for entries without a TTL (NUMERIC has no NULL)
 _BATCH = 1000
@@ -137,8 +137,6 @@ class RedisIndex(ServerIndex):
             await pipe.execute()
 
     async def _nearest(self, query: Any, *, scope: str, k: int, min_score: float) -> list[Match]:
-        import numpy as np
-
         knn = (f"(@scope:{{{_tag(scope)}}} @expires_at:[({time.time():.6f} +inf])"
                f"=>[KNN {int(k)} @vector $vec AS __distance]")
         reply = await self.client.execute_command(
@@ -149,9 +147,8 @@ class RedisIndex(ServerIndex):
         for _, values in _search_rows(reply)[1]:
             score = 1.0 - float(values["__distance"])
             if score >= min_score:
-                vector = values.get("vector")
                 found.append(Match(_text(values["key"]), min(score, 1.0), _text(values.get("text", b"")),
-                                   None if vector is None else np.frombuffer(vector, dtype=np.float32)))
+                                   stored_vector(values.get("vector"))))
         return found
 
     async def delete(self, key: str) -> bool:

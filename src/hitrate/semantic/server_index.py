@@ -18,6 +18,20 @@ from typing import Any
 from hitrate.semantic.index import Match, VectorIndex
 
 
+def stored_vector(value: Any) -> Any:
+    """A search reply's stored vector as float32 numpy (None stays None): Redis sends
+    raw bytes, pgvector a `Vector`, Qdrant a list."""
+    import numpy as np
+
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return np.frombuffer(value, dtype=np.float32)
+    if hasattr(value, "to_numpy"):
+        value = value.to_numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
 class ServerIndex(VectorIndex):
     dim: int | None = None
     where: str = "index"  # names the schema in errors
