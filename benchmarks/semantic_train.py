@@ -280,7 +280,8 @@ def untrained_model(paths: list[Path]) -> dict:
 
 
 def fit_model(pairs: list[Pair], feats: dict[tuple[str, str], np.ndarray],
-              args: argparse.Namespace, l2: float | None = None) -> dict:
+              args: argparse.Namespace, l2: float | None = None, hidden: int | None = None
+              ) -> dict:
     """Standardisation and layers of a model fitted on `pairs`, classes balanced (the
     calibration, not the fit, sets the operating point)."""
     x = np.stack([feats[(q, c)] for q, c, *_ in pairs])
@@ -290,9 +291,10 @@ def fit_model(pairs: list[Pair], feats: dict[tuple[str, str], np.ndarray],
     scale[scale < 1e-6] = 1.0
     xs = (x - mean) / scale
     weights = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
-    if args.hidden:
-        layers = fit_mlp(xs, y, weights, args.hidden, args.l2 * 1e-4)
-        kind = f"mlp{args.hidden}"
+    hidden = args.hidden if hidden is None else hidden
+    if hidden:
+        layers = fit_mlp(xs, y, weights, hidden, (args.l2 if l2 is None else l2) * 1e-4)
+        kind = f"mlp{hidden}"
     else:
         w = fit_logistic(xs, y, weights, args.l2 if l2 is None else l2)
         layers = [(w[:, None], np.zeros(1))]
@@ -326,8 +328,12 @@ def main() -> None:
                         help="one model and calibration for all scripts (none per script)")
     parser.add_argument("--no-authored", action="store_true",
                         help="leave out the pairs written for this project (benchmarks/pairs)")
-    parser.add_argument("--vector-l2", type=float, default=100.0,
-                        help="L2 of the vector model (0: none); chosen out of fold")
+    parser.add_argument("--vector-l2", type=float, default=300.0,
+                        help="L2 of the vector model (0: no vector model); chosen out of fold "
+                             "(the MLP's weight decay is this times 1e-4)")
+    parser.add_argument("--vector-hidden", type=int, default=16,
+                        help="hidden ReLU units of the vector model (0: logistic); chosen "
+                             "out of fold")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/hitrate-e5-vectors.npz"))
     args = parser.parse_args()
     rng = random.Random(13)
@@ -370,18 +376,19 @@ def main() -> None:
     feats = {(q, c): features(q, c, s) for q, c, s, _ in every}
 
     def cross_fit(keep: Callable[[Pair], bool], feats: dict[tuple[str, str], np.ndarray] = feats,
-                  l2: float | None = None, ensemble: bool = False
+                  l2: float | None = None, ensemble: bool = False, hidden: int | None = None
                   ) -> tuple[dict, list[Pair], list[float]]:
         """A model fitted on the kept open pairs of every fold (with `ensemble`, the
         fold models themselves), and the out-of-fold scores of the kept calibration
         pairs."""
         kept = [[p for p in f if keep(p)] for f in open_folds]
-        params = {} if ensemble else fit_model([p for f in kept for p in f], feats, args, l2)
+        params = {} if ensemble else fit_model([p for f in kept for p in f], feats, args, l2,
+                                               hidden)
         cal: list[Pair] = []
         scores: list[float] = []
         for k in range(FOLDS):
             fold_params = fit_model([p for j, f in enumerate(kept) if j != k for p in f],
-                                    feats, args, l2)
+                                    feats, args, l2, hidden)
             if ensemble:
                 params.setdefault("folds", []).append(fold_params)
             scorer = FittedModel.of(fold_params)
@@ -440,10 +447,11 @@ def main() -> None:
                      if LearnedVerifier.pair_kind(q, c) == VECTOR_KIND}
         vector_model: dict = {"embedder": VECTOR_EMBEDDER, "inputs": VECTOR_INPUTS,
                               "dim": len(next(iter(vec.values()))),
-                              "l2": args.vector_l2, "by_script": {}, "calibration": {}}
+                              "l2": args.vector_l2, "hidden": args.vector_hidden,
+                              "by_script": {}, "calibration": {}}
         params, cal, scores = cross_fit(
             lambda p: LearnedVerifier.pair_kind(p[0], p[1]) == VECTOR_KIND, feats_vec,
-            args.vector_l2, ensemble=True)
+            args.vector_l2, ensemble=True, hidden=args.vector_hidden)
         vector_model["by_script"][VECTOR_SCRIPT] = params
         vector_model["calibration"][VECTOR_KIND] = {
             "scores": np.round(scores, 5).tolist(), "false": [int(p[3] == 0) for p in cal]}

@@ -99,7 +99,7 @@ def test_shipped_model_matches_the_features_and_is_small():
     data = json.loads(MODEL_PATH.read_text(encoding="utf-8"))
     assert data["features"] == list(NAMES)
     assert data["word_vectors"] == word_vectors.NAME
-    assert MODEL_PATH.stat().st_size < 1_000_000
+    assert MODEL_PATH.stat().st_size < 2_000_000  # the vector model: 5 folds x 800 x 16 weights
     assert "all" in data["calibration"]  # pooled over the training languages
     assert "ja_jsts_dev.tsv" not in data["trained_on"]  # the held-out language
 
