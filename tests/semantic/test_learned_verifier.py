@@ -193,15 +193,40 @@ def test_differing_words_are_each_sides_own_in_order():
     assert differing_words("Why is the sky blue?", "Why is the sky blue at noon?") is None
 
 
-def test_statements_are_held_to_their_own_stricter_threshold():
+def test_statements_have_their_own_model_and_calibration():
     from hitrate.semantic.learned import is_question
 
     assert is_question("how to fix wifi") and is_question("Is it safe?")
     assert not is_question("The `map()` function applies a transform to every row.")
     verifier = load_verifier()
-    question = verifier.threshold_of("How do I learn Rust?", "What is the best way to learn Rust?")
-    statement = verifier.threshold_of("Explain how `map()` works.", "Describe the `map()` function.")
-    assert statement > question  # identifiers make one-word differences costly
+    question = ("How do I learn Rust?", "What is the best way to learn Rust?")
+    statement = ("Explain how `map()` works.", "Describe the `map()` function.")
+    assert verifier.pair_kind(*question) == "latin"
+    assert verifier.pair_kind(*statement) == "latin_statement"
+    # identifiers make one-word differences costly: statements are scored by a model of
+    # their own, at a threshold calibrated on statements only
+    assert "latin_statement" in verifier.kind_models
+    assert "latin_statement" in verifier.model["calibration"]
+    features_of = features(*statement, 0.95)
+    assert verifier.score(*statement, 0.95) == verifier.kind_models["latin_statement"].score(
+        features_of)
+    assert verifier.score(*statement, 0.95) != verifier.models["latin"].score(features_of)
+
+
+def test_chinese_statements_are_told_from_questions():
+    from hitrate.semantic.learned import is_zh_question
+
+    for text in ("手机开不了机怎么办", "自考本科难不难", "红烧肉的家常做法", "你好？", "买哪个牌子好"):
+        assert is_zh_question(text), text
+    for text in ("与此同时，教皇方济各要求汤再担任香港主教三年。", "几乎所有人都去了。"):
+        assert not is_zh_question(text), text
+    verifier = load_verifier()
+    assert verifier.pair_kind("怎么学好英语？", "如何学好英语呢") == "zh"
+    # PAWS-X-like: the same words with two names swapped; held to the statements' model
+    swapped = ("与此同时，教皇方济各要求汤再担任香港主教三年。",
+               "与此同时，汤要求教皇方济各再担任香港主教三年。")
+    assert verifier.pair_kind(*swapped) == "zh_statement"
+    assert not verifier.verify(*swapped, 0.99).accept
 
 
 STATEMENTS_APART = [
@@ -262,3 +287,21 @@ def test_vectors_of_another_embedder_are_never_read():
     u = np.ones(256, dtype=np.float32) / 16
     assert layer.pair_vectors((u, u)) is None
     assert build_semantic(SemanticConfig()).pair_vectors((u, u)) is not None
+
+
+def test_what_a_question_asks_for_is_a_feature():
+    from hitrate.semantic.features import intents
+
+    assert intents("瓷砖空鼓是什么原因造成的") >= {"cause"}
+    assert intents("瓷砖空鼓怎么办") == {"method"}
+    assert intents("借款可以分几期") == {"quantity"} and intents("能改期数吗") == {"yes_no"}
+    assert intents("Which is better, SQL or NoSQL?") >= {"choice"}
+    assert intents("The map() function applies a callable.") == frozenset()
+    shared, clash = NAMES.index("intent_shared"), NAMES.index("intent_clash")
+    x = features("瓷砖空鼓是什么原因造成的", "瓷砖空鼓怎么办", 0.97)
+    assert (x[shared], x[clash]) == (0.0, 1.0)
+    x = features("姚明有多高", "姚明的身高是多少啊", 0.97)
+    assert (x[shared], x[clash]) == (1.0, 0.0)
+    # a side that asks nothing in particular clashes with nothing
+    x = features("The map() function applies a callable.", "How does map() work?", 0.9)
+    assert (x[shared], x[clash]) == (0.0, 0.0)

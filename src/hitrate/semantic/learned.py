@@ -4,7 +4,8 @@ The model (a logistic regression over the pair features, or a one-hidden-layer n
 its calibration data ship in `verifier_model.json`, written by
 `benchmarks/semantic_train.py` from pair sets whose licences allow it. Calibration keeps
 the scores of held-out candidate pairs and whether each was a false match, pooled over
-languages ("all") or per script; the threshold for a budget `max_false_rate` is the
+languages ("all") or per pair kind (a script's questions, and its statements, which
+have a model of their own: `LearnedVerifier.pair_kind`); the threshold for a budget `max_false_rate` is the
 lowest score at which the share of false matches among accepted calibration pairs (with
 a small-sample margin) stays within the budget.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -69,6 +71,14 @@ def threshold_for(scores: np.ndarray, false: np.ndarray, budget: float) -> float
         if _upper_false_rate(false_so_far, i + 1) <= budget:
             best = float(s[i])
     return best
+
+
+def calibration_scores(data: dict) -> np.ndarray:
+    """A calibration's scores. The file keeps their logits (4 decimals): rounded as
+    probabilities, a confident model's scores near 1 became ties that a threshold could
+    not split (English statements: 184 pairs at 1.0, 6 of them false)."""
+    logits = np.asarray(data["logits"], dtype=np.float64)
+    return 1.0 / (1.0 + np.exp(-logits))
 
 
 VECTOR_INPUTS = "product,absdiff"  # what `vector_features` appends; the model file names it
@@ -135,11 +145,13 @@ class LearnedVerifier:
         pooled = FittedModel.of(model)
         by_script = {s: FittedModel.of(d) for s, d in model.get("by_script", {}).items()}
         self.models = {script: by_script.get(script, pooled) for script in SCRIPTS}
+        # Pair kinds with a model of their own (English statements), else their script's.
+        self.kind_models = {k: m for k, m in by_script.items() if k not in SCRIPTS}
         self.min_similarity = float(model["min_similarity"])
         self.max_false_rate = max_false_rate
         self.thresholds: dict[str, float] = {}
         for script, data in model["calibration"].items():
-            self.thresholds[script] = threshold_for(np.asarray(data["scores"]),
+            self.thresholds[script] = threshold_for(calibration_scores(data),
                                                     np.asarray(data["false"]), max_false_rate)
         # Scripts without their own calibration: the pooled one ("all"), else the
         # strictest of the others.
@@ -149,8 +161,9 @@ class LearnedVerifier:
         for script in SCRIPTS:
             self.thresholds.setdefault(script, strictest if pooled_threshold is None
                                        else pooled_threshold)
-        # English statements without a calibration of their own: the questions' one.
+        # Statements without a calibration of their own: their script's questions' one.
         self.thresholds.setdefault("latin_statement", self.thresholds["latin"])
+        self.thresholds.setdefault("zh_statement", self.thresholds["zh"])
         vector_model = model.get("vector_model") or {}
         if vector_model and vector_model.get("inputs") != VECTOR_INPUTS:
             raise ValueError("verifier model's vector model was trained on other inputs; "
@@ -160,7 +173,7 @@ class LearnedVerifier:
         self.vector_models = {s: FoldEnsemble([FittedModel.of(f) for f in d["folds"]])
                               for s, d in vector_model.get("by_script", {}).items()}
         self.vector_thresholds = {
-            kind: threshold_for(np.asarray(data["scores"]), np.asarray(data["false"]), max_false_rate)
+            kind: threshold_for(calibration_scores(data), np.asarray(data["false"]), max_false_rate)
             for kind, data in vector_model.get("calibration", {}).items()}
 
     def reads_vectors_of(self, embedder: str) -> bool:
@@ -188,10 +201,14 @@ class LearnedVerifier:
         """The calibration a pair is held to: its script's, except that English-like
         statements and instructions ("The `map()` function applies…") have their own
         (`latin_statement`): one-word differences there are often identifiers
-        (`set_verbosity` / `get_verbosity`) and need more than a question does."""
+        (`set_verbosity` / `get_verbosity`) and need more than a question does; and
+        Chinese ones (`zh_statement`), where PAWS-X-like sentences that swap two names
+        keep every word and would otherwise set the threshold for short questions."""
         script = LearnedVerifier.pair_script(query, cached)
         if script == "latin" and not (is_question(query) and is_question(cached)):
             return "latin_statement"
+        if script == "zh" and not (is_zh_question(query) and is_zh_question(cached)):
+            return "zh_statement"
         return script
 
     def threshold_of(self, query: str, cached: str,
@@ -211,7 +228,8 @@ class LearnedVerifier:
         if self._vector_kind(query, cached, vectors) is not None:
             assert vectors is not None
             return self.vector_models[script].score(vector_features(base, vectors))
-        return self.models[script].score(base)
+        model = self.kind_models.get(self.pair_kind(query, cached), self.models[script])
+        return model.score(base)
 
     def settle(self, query: str, cached: str, cosine: float) -> Verdict | None:
         """The verdict when no model is needed (the floor, the guards, the always-hit
@@ -262,6 +280,20 @@ def is_question(text: str) -> bool:
         return True
     first = words(text)[:1]
     return bool(first) and first[0] in _QUESTION_OPENERS
+
+
+# A Chinese question or request: a question mark, particle or word (什么, 怎么, 吗, 哪,
+# 多少, 是否...), an A-not-A question (难不难, 有没有), or what a search query asks for
+# (方法, 区别, 推荐...). 99% of the project's Chinese question texts, 1% of PAWS-X's.
+_ZH_QUESTION = re.compile(
+    "[?\uff1f]\\s*$|什么|怎么|怎样|如何|为什么|为何|为啥|[吗呢]|哪|几(?!乎)|多少|多久|多长|多大"
+    "|多高|多重|多远|谁|是否|能否|可否|咋|啥|(.)[不没]\\1|请问|推荐|帮我|方法|做法|攻略"
+    "|教程|技巧|区别|意思|原因")
+
+
+def is_zh_question(text: str) -> bool:
+    """A Chinese text that asks something, as opposed to a statement."""
+    return _ZH_QUESTION.search(text) is not None
 
 
 # Pronouns that name who is asked about ("it" / "they" often swap in a rewording).
