@@ -286,10 +286,14 @@ def stored_logits(scores: list[float]) -> list[float]:
 
 def parse_vector_kind(spec: str) -> tuple[str, tuple[int, float]]:
     """'latin:16:300' -> ('latin', (16, 300.0))."""
-    kind, hidden, l2 = spec.split(":")
+    try:
+        kind, hidden, l2 = spec.split(":")
+        parsed = int(hidden), float(l2)
+    except ValueError:
+        raise SystemExit(f"--vector: expected KIND:HIDDEN:L2, not {spec!r}") from None
     if kind not in SCRIPTS:
         raise SystemExit(f"--vector: {kind!r} is not one of {', '.join(SCRIPTS)}")
-    return kind, (int(hidden), float(l2))
+    return kind, parsed
 
 
 def fold_of(text: str) -> int:
@@ -359,9 +363,11 @@ def main() -> None:
                              f"weight decay is this times 1e-4); default {DEFAULT_VECTOR}, "
                              "chosen out of fold")
     parser.add_argument("--no-statement-model", dest="statement_model", action="store_false",
-                        help="score English statements with the English model, not their own")
+                        help="score statements with their script's model, not their own")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/hitrate-e5-vectors.npz"))
     args = parser.parse_args()
+    vector_kinds = dict(parse_vector_kind(v) for v in args.vector or [DEFAULT_VECTOR]
+                        if v != "none")
     rng = random.Random(13)
     emb = Embeddings(args.cache)
 
@@ -484,8 +490,6 @@ def main() -> None:
     vetoed = Counter(kind_of(p) for p in every if p[3] == 1 and p[2] >= FLOOR
                      and (v := settled(p)) is not None and not v.accept)
     vector_report: dict[str, object] = {}
-    vector_kinds = dict(parse_vector_kind(v) for v in args.vector or [DEFAULT_VECTOR]
-                        if v != "none")
     if vector_kinds:
         texts = list(dict.fromkeys(t for q, c, *_ in every for t in (q, c)))
         vec = dict(zip(texts, emb.get(texts), strict=True))

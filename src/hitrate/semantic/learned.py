@@ -5,9 +5,9 @@ its calibration data ship in `verifier_model.json`, written by
 `benchmarks/semantic_train.py` from pair sets whose licences allow it. Calibration keeps
 the scores of held-out candidate pairs and whether each was a false match, pooled over
 languages ("all") or per pair kind (a script's questions, and its statements, which
-have a model of their own: `LearnedVerifier.pair_kind`); the threshold for a budget `max_false_rate` is the
-lowest score at which the share of false matches among accepted calibration pairs (with
-a small-sample margin) stays within the budget.
+have a model of their own: `LearnedVerifier.pair_kind`); the threshold for a budget
+`max_false_rate` is the lowest score at which the share of false matches among accepted
+calibration pairs (with a small-sample margin) stays within the budget.
 
 English questions also have a second model (`vector_model`) that reads, besides those
 features, the elementwise product and absolute difference of the two texts' embeddings:
@@ -145,7 +145,7 @@ class LearnedVerifier:
         pooled = FittedModel.of(model)
         by_script = {s: FittedModel.of(d) for s, d in model.get("by_script", {}).items()}
         self.models = {script: by_script.get(script, pooled) for script in SCRIPTS}
-        # Pair kinds with a model of their own (English statements), else their script's.
+        # Pair kinds with a model of their own (statements), else their script's.
         self.kind_models = {k: m for k, m in by_script.items() if k not in SCRIPTS}
         self.min_similarity = float(model["min_similarity"])
         self.max_false_rate = max_false_rate
@@ -284,7 +284,7 @@ def is_question(text: str) -> bool:
 
 # A Chinese question or request: a question mark, particle or word (什么, 怎么, 吗, 哪,
 # 多少, 是否...), an A-not-A question (难不难, 有没有), or what a search query asks for
-# (方法, 区别, 推荐...). 99% of the project's Chinese question texts, 1% of PAWS-X's.
+# (方法, 区别, 推荐...). 97% of the project's Chinese question texts, under 1% of PAWS-X's.
 _ZH_QUESTION = re.compile(
     "[?\uff1f]\\s*$|什么|怎么|怎样|如何|为什么|为何|为啥|[吗呢]|哪|几(?!乎)|多少|多久|多长|多大"
     "|多高|多重|多远|谁|是否|能否|可否|咋|啥|(.)[不没]\\1|请问|推荐|帮我|方法|做法|攻略"
