@@ -61,6 +61,7 @@ from hitrate.semantic import word_vectors
 from hitrate.semantic.features import NAMES, SCRIPTS, features
 from hitrate.semantic.learned import (
     MODEL_PATH,
+    STATEMENT_KINDS,
     VECTOR_INPUTS,
     FittedModel,
     LearnedVerifier,
@@ -85,8 +86,6 @@ UNLABELLED_TWINS = frozenset({"en_gptcache_dev.tsv"})
 FLOOR = 0.84  # the index's similarity floor: candidates below it are never verified
 NEIGHBOURS = 5
 VECTOR_EMBEDDER = "multilingual-e5-small"  # the default embedder's name (embedders.e5)
-# Each script's statement kind (`LearnedVerifier.pair_kind`), fitted on its own.
-STATEMENT_KINDS = {"latin": "latin_statement", "zh": "zh_statement"}
 # The vector models: English questions (16 ReLU units, decay 0.03). Out of fold, one
 # fitted on every pair kind lost recall on Chinese and on statements.
 DEFAULT_VECTOR = "latin:16:300"
@@ -296,6 +295,11 @@ def parse_vector_kind(spec: str) -> tuple[str, tuple[int, float]]:
     return kind, parsed
 
 
+def recall(accepted: np.ndarray, y: np.ndarray, missed: int = 0) -> float:
+    """Accepted positives / positives (plus `missed` ones the rules vetoed)."""
+    return float((accepted & (y == 1)).sum() / max(1, (y == 1).sum() + missed))
+
+
 def fold_of(text: str) -> int:
     return int(hashlib.sha256(b"fold:" + text.encode()).hexdigest()[:8], 16) % FOLDS
 
@@ -470,9 +474,8 @@ def main() -> None:
                 model["by_script"][statement] = params
                 own = [(p, sc) for p, sc in own if kind_of(p) != statement]
                 own += list(zip(cal, scores, strict=True))
-            for kind in sorted({LearnedVerifier.pair_kind(p[0], p[1]) for p, _ in own}):
-                mine = [(p, sc) for p, sc in own
-                        if LearnedVerifier.pair_kind(p[0], p[1]) == kind]
+            for kind in sorted({kind_of(p) for p, _ in own}):
+                mine = [(p, sc) for p, sc in own if kind_of(p) == kind]
                 model["calibration"][kind] = {
                     "logits": stored_logits([sc for _, sc in mine]),
                     "false": [int(p[3] == 0) for p, _ in mine]}
@@ -496,32 +499,28 @@ def main() -> None:
         vector_model: dict = {"embedder": VECTOR_EMBEDDER, "inputs": VECTOR_INPUTS,
                               "dim": len(next(iter(vec.values()))),
                               "by_kind": {}, "by_script": {}, "calibration": {}}
-    for vector_kind, (hidden, l2) in vector_kinds.items():
-        feats_vec = {(q, c): vector_features(x, (vec[q], vec[c])) for (q, c), x in feats.items()
-                     if LearnedVerifier.pair_kind(q, c) == vector_kind}
-        params, cal, scores = cross_fit(
-            lambda p, k=vector_kind: LearnedVerifier.pair_kind(p[0], p[1]) == k, feats_vec,
-            l2, ensemble=True, hidden=hidden)
-        # The runtime picks a pair's vector model by script, its threshold by kind; a
-        # vector kind is always a script's whole question kind (latin, zh).
-        vector_model["by_script"][vector_kind] = params
-        vector_model["by_kind"][vector_kind] = {"hidden": hidden, "l2": l2}
-        vector_model["calibration"][vector_kind] = {
-            "logits": stored_logits(scores), "false": [int(p[3] == 0) for p in cal]}
-        s, y = np.array(scores), np.array([p[3] for p in cal])
-        accepted = s >= threshold_for(s, (y == 0).astype(int), 0.02)
-        vector_report[f"vector_{vector_kind}"] = {
-            "hidden": hidden, "l2": l2, "auc": round(auc(s, y), 4),
-            "recall_all@0.02": round(float((accepted & (y == 1)).sum()
-                                           / max(1, (y == 1).sum() + vetoed[vector_kind])), 4),
-            "recall_by_budget": {b: round(float(((s >= threshold_for(s, (y == 0).astype(int), b))
-                                                 & (y == 1)).sum() / max(1, (y == 1).sum())), 3)
-                                 for b in (0.02, 0.05, 0.1)}}
-    if vector_kinds:
+        for vector_kind, (hidden, l2) in vector_kinds.items():
+            feats_vec = {(q, c): vector_features(x, (vec[q], vec[c]))
+                         for (q, c), x in feats.items()
+                         if LearnedVerifier.pair_kind(q, c) == vector_kind}
+            params, cal, scores = cross_fit(lambda p, k=vector_kind: kind_of(p) == k, feats_vec,
+                                            l2, ensemble=True, hidden=hidden)
+            # The runtime picks a pair's vector model by script, its threshold by kind; a
+            # vector kind is always a script's whole question kind (latin, zh).
+            vector_model["by_script"][vector_kind] = params
+            vector_model["by_kind"][vector_kind] = {"hidden": hidden, "l2": l2}
+            vector_model["calibration"][vector_kind] = {
+                "logits": stored_logits(scores), "false": [int(p[3] == 0) for p in cal]}
+            s, y = np.array(scores), np.array([p[3] for p in cal])
+            at = {b: s >= threshold_for(s, (y == 0).astype(int), b) for b in (0.02, 0.05, 0.1)}
+            vector_report[f"vector_{vector_kind}"] = {
+                "hidden": hidden, "l2": l2, "auc": round(auc(s, y), 4),
+                "recall_all@0.02": round(recall(at[0.02], y, vetoed[vector_kind]), 4),
+                "recall_by_budget": {b: round(recall(a, y), 3) for b, a in at.items()}}
         model["vector_model"] = vector_model
     cal_scores = np.array(cal_scores_list)
     cal_y = np.array([y for *_, y in calibrate])
-    scripts = np.array([LearnedVerifier.pair_kind(p[0], p[1]) for p in calibrate])
+    scripts = np.array([kind_of(p) for p in calibrate])
     if args.dump:  # the calibration pairs, best first: where the budget is spent
         order = np.argsort(-cal_scores)
         args.dump.write_text("".join(
@@ -548,10 +547,8 @@ def main() -> None:
             "auc": round(auc(s, y), 4), "cos_auc": round(auc(np.array(
                 [p[2] for p, m in zip(calibrate, mask, strict=True) if m]), y), 4),
             "accepted": int(accepted.sum()), "false": int((accepted & (y == 0)).sum()),
-            "recall": round(float((accepted & (y == 1)).sum() / max(1, (y == 1).sum())), 4),
-            "guard_vetoed_positives": vetoed[script],
-            "recall_all": round(float((accepted & (y == 1)).sum()
-                                      / max(1, (y == 1).sum() + vetoed[script])), 4)}
+            "recall": round(recall(accepted, y), 4), "guard_vetoed_positives": vetoed[script],
+            "recall_all": round(recall(accepted, y, vetoed[script]), 4)}
     for script in kinds:  # what each budget would give on calibrate itself
         mask = scripts == script
         s, y = cal_scores[mask], cal_y[mask]
@@ -559,7 +556,7 @@ def main() -> None:
         for budget in (0.02, 0.05, 0.1):
             t = threshold_for(s, (y == 0).astype(int), budget)
             accepted = s >= t
-            curve[budget] = round(float((accepted & (y == 1)).sum() / max(1, (y == 1).sum())), 3)
+            curve[budget] = round(recall(accepted, y), 3)
         report[f"recall_by_budget_{script}"] = curve
     report.update(vector_report)
     top = np.argsort(-np.abs(layers[0][0][:, 0]))[:12] if not args.hidden else []

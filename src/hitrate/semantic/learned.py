@@ -81,6 +81,10 @@ def calibration_scores(data: dict) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
 
 
+# Each script's statement kind (`LearnedVerifier.pair_kind`): a model and calibration of
+# its own where the model file has them.
+STATEMENT_KINDS = {"latin": "latin_statement", "zh": "zh_statement"}
+
 VECTOR_INPUTS = "product,absdiff"  # what `vector_features` appends; the model file names it
 
 
@@ -162,8 +166,8 @@ class LearnedVerifier:
             self.thresholds.setdefault(script, strictest if pooled_threshold is None
                                        else pooled_threshold)
         # Statements without a calibration of their own: their script's questions' one.
-        self.thresholds.setdefault("latin_statement", self.thresholds["latin"])
-        self.thresholds.setdefault("zh_statement", self.thresholds["zh"])
+        for script, statement in STATEMENT_KINDS.items():
+            self.thresholds.setdefault(statement, self.thresholds[script])
         vector_model = model.get("vector_model") or {}
         if vector_model and vector_model.get("inputs") != VECTOR_INPUTS:
             raise ValueError("verifier model's vector model was trained on other inputs; "
@@ -205,10 +209,9 @@ class LearnedVerifier:
         Chinese ones (`zh_statement`), where PAWS-X-like sentences that swap two names
         keep every word and would otherwise set the threshold for short questions."""
         script = LearnedVerifier.pair_script(query, cached)
-        if script == "latin" and not (is_question(query) and is_question(cached)):
-            return "latin_statement"
-        if script == "zh" and not (is_zh_question(query) and is_zh_question(cached)):
-            return "zh_statement"
+        asks = _ASKS.get(script)
+        if asks is not None and not (asks(query) and asks(cached)):
+            return STATEMENT_KINDS[script]
         return script
 
     def threshold_of(self, query: str, cached: str,
@@ -294,6 +297,10 @@ _ZH_QUESTION = re.compile(
 def is_zh_question(text: str) -> bool:
     """A Chinese text that asks something, as opposed to a statement."""
     return _ZH_QUESTION.search(text) is not None
+
+
+# What tells a question from a statement, per script with a statement kind.
+_ASKS = {"latin": is_question, "zh": is_zh_question}
 
 
 # Pronouns that name who is asked about ("it" / "they" often swap in a rewording).
