@@ -305,3 +305,50 @@ def test_what_a_question_asks_for_is_a_feature():
     # a side that asks nothing in particular clashes with nothing
     x = features("The map() function applies a callable.", "How does map() work?", 0.9)
     assert (x[shared], x[clash]) == (0.0, 0.0)
+
+
+def _guard(stored: str, asked: str) -> str | None:
+    """The guard that vetoes the pair (None: none does)."""
+    verdict = load_verifier().settle(asked, stored, 0.99)
+    return None if verdict is None or verdict.accept else verdict.reason
+
+
+def test_a_dash_between_words_is_punctuation_not_a_symbol():
+    assert _guard("How do I tie a fishing hook to the line?",
+                  "tying a hook onto fishing line - how does it work?") != "symbols"
+    assert _guard("PLA or PETG, which is easier to print?",
+                  "PLA vs PETG \u2014 which is easier to print?") != "symbols"
+    # arithmetic and word hyphens keep theirs
+    assert _guard("What is 2 + 2?", "What is 2 - 2?") == "symbols"
+    assert _guard("What is a non-profit?", "What is a nonprofit?") == "symbols"
+
+
+def test_spelled_numbers_count_where_both_sides_name_a_number():
+    # the same number, once in digits and once in words
+    assert _guard("Can I travel with a passport that expires in 3 months?",
+                  "Can I travel if my passport expires in three months?") != "numbers"
+    # two different numbers, both in words
+    assert _guard("What is the two minute rule?", "What is the five minute rule?") == "numbers"
+    assert _guard("Is a 2 hour commute too long?", "Is a three hour commute too long?") \
+        == "numbers"
+    # a number word on one side only is a way of speaking
+    assert _guard("How do I solder wires together?",
+                  "What's the proper way to solder two wires?") != "numbers"
+    # digits on one side only still differ
+    assert _guard("How do I solder wires together?", "How do I solder 2 wires?") == "numbers"
+
+
+def test_the_vector_model_judges_a_change_of_grammatical_person_not_of_words():
+    verifier = load_verifier()
+    vectors = (np.ones(verifier.vector_dim, np.float32), np.ones(verifier.vector_dim, np.float32))
+    same_person = ("Should I get my dog neutered?", "Is it a good idea to neuter my dog?")
+    # both ask about the speaker: the vector model decides
+    assert verifier.settle(*same_person, 0.99, vectors) is None
+    # without vectors (another embedder) the bag-of-words model cannot tell "after I
+    # cheated on my partner" from "after they cheated on me": any change of person words
+    assert verifier.settle(*same_person, 0.99).reason == "pronoun"
+    # a change of person is vetoed either way
+    for pair in [*EN_OTHER_PERSON, ("Should I marry a non-virgin girl?",
+                                    "Will you marry a non-virgin girl?")]:
+        assert verifier.settle(*pair, 0.99, vectors).reason == "pronoun"
+        assert verifier.settle(*pair, 0.99).reason == "pronoun"

@@ -222,7 +222,8 @@ class SemanticLayer:
         if learned is None:
             verdicts = [self.verdict(text, m.text, m.score) for m in matches]
         else:
-            settled = [learned.settle(text, m.text, m.score) for m in matches]
+            settled = [learned.settle(text, m.text, m.score, pair)
+                       for m, pair in zip(matches, pairs, strict=True)]
             if self.judge is None and self.explorer is None:
                 # A candidate the rules accept is served first whatever the others score:
                 # scoring them with the model would only cost time.

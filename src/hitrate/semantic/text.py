@@ -17,6 +17,17 @@ from functools import lru_cache
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HAN = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf]")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+# English number words, read as digits only where both texts name a number ("3 months" /
+# "three months"); "one" is left out ("which one"), and so is "zero" ("zero experience").
+_NUMBER_WORDS = {
+    **{w: str(i) for i, w in enumerate(
+        "two three four five six seven eight nine ten eleven twelve".split(), start=2)},
+    **{w: str(10 * i) for i, w in enumerate(
+        "twenty thirty forty fifty sixty seventy eighty ninety".split(), start=2)},
+    **{w: str(10 * i) for i, w in enumerate(
+        "twenties thirties forties fifties sixties seventies eighties nineties".split(),
+        start=2)},
+    "hundred": "100", "thousand": "1000", "dozen": "12"}
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 _JA_RUNS = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf々〆]+|[\u30a0-\u30ffー]+|[a-z0-9]+|[\u3040-\u309f]+")
 
@@ -53,6 +64,7 @@ class Analysis:
     negated: bool
     entities: frozenset[str]  # content tokens that look like names (capitalised, acronyms)
     script: str  # "latin" | "zh" | "ja"
+    spelled_numbers: tuple[str, ...] = ()  # English number words as digits, sorted
 
 
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'})
@@ -122,4 +134,7 @@ def analyze(text: str) -> Analysis:
         tokens = [_stem(w) for w in words if w not in EN_STOPWORDS and not w.isdigit()]
         entities = {_stem(e) for e in entities}
         script = "latin"
+        spelled = tuple(sorted(_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS))
+        return Analysis(norm, tuple(tokens), numbers, negated, frozenset(entities), script,
+                        spelled)
     return Analysis(norm, tuple(tokens), numbers, negated, frozenset(entities), script)
