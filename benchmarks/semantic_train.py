@@ -413,9 +413,19 @@ def main() -> None:
         q, c, s, _ = pair
         return probe.rules(q, c, s, reads_vectors)
 
-    # The model decides only what the guards and always-hit rules leave open: fit on those.
-    open_folds = [[p for p in fold if p[2] >= FLOOR - 0.03 and settled(p) is None
-                   and (p[0], p[1]) not in calibrate_only] for fold in folds]
+    def open_folds_for(reads_vectors: bool = False) -> list[list[Pair]]:
+        """The pairs the model decides (the guards and always-hit rules leave them open),
+        per fold: fitted on those."""
+        return [[p for p in fold if p[2] >= FLOOR - 0.03 and settled(p, reads_vectors) is None
+                 and (p[0], p[1]) not in calibrate_only] for fold in folds]
+
+    def vetoed_positives(reads_vectors: bool = False) -> Counter[str]:
+        """Labelled positives the rules veto (guards), per kind: missed whatever the
+        threshold."""
+        return Counter(kind_of(p) for p in every if p[3] == 1 and p[2] >= FLOOR
+                       and (v := settled(p, reads_vectors)) is not None and not v.accept)
+
+    open_folds = open_folds_for()
     feats = {(q, c): features(q, c, s) for q, c, s, _ in every}
 
     def cross_fit(keep: Callable[[Pair], bool], feats: dict[tuple[str, str], np.ndarray] = feats,
@@ -424,10 +434,8 @@ def main() -> None:
         """A model fitted on the kept open pairs of every fold (with `ensemble`, the
         fold models themselves), and the out-of-fold scores of the kept calibration
         pairs."""
-        kept = [[p for p in f if keep(p)] for f in (
-            open_folds if not reads_vectors else
-            [[p for p in fold if p[2] >= FLOOR - 0.03 and settled(p, True) is None
-              and (p[0], p[1]) not in calibrate_only] for fold in folds])]
+        kept = [[p for p in f if keep(p)]
+                for f in (open_folds_for(True) if reads_vectors else open_folds)]
         params = {} if ensemble else fit_model([p for f in kept for p in f], feats, args, l2,
                                                hidden)
         cal: list[Pair] = []
@@ -498,12 +506,9 @@ def main() -> None:
     # fold models (`learned.FoldEnsemble`): the threshold is chosen on their scores, not
     # on those of a model fitted to all the data. With the fourth batch of pairs, a
     # one-hidden-layer MLP beat the logistic model out of fold (recall at 2% 45% vs 38%).
-    # Labelled positives the rules veto (guards): missed whatever the threshold. Recall over
-    # every positive (`recall_all`) compares variants of the guards, whose open pairs differ.
-    vetoed = Counter(kind_of(p) for p in every if p[3] == 1 and p[2] >= FLOOR
-                     and (v := settled(p)) is not None and not v.accept)
-    vetoed_for_vectors = Counter(kind_of(p) for p in every if p[3] == 1 and p[2] >= FLOOR
-                                 and (v := settled(p, True)) is not None and not v.accept)
+    # Recall over every positive (`recall_all`, guard vetoes as misses) compares variants
+    # of the guards, whose open pairs differ.
+    vetoed, vetoed_for_vectors = vetoed_positives(), vetoed_positives(True)
     vector_report: dict[str, object] = {}
     if vector_kinds:
         texts = list(dict.fromkeys(t for q, c, *_ in every for t in (q, c)))

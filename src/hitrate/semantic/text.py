@@ -114,6 +114,7 @@ def analyze(text: str) -> Analysis:
     lower = norm.lower()
     numbers = tuple(sorted(n.replace(",", "") for n in _NUMBER.findall(lower)))
     entities = _latin_entities(norm)
+    spelled: tuple[str, ...] = ()
     if _KANA.search(lower):
         # Hiragana runs carry inflection and aspect (止まっています "has stopped" vs
         # 止まろうとしています "is about to stop"), so only lone particles are dropped.
@@ -135,6 +136,5 @@ def analyze(text: str) -> Analysis:
         entities = {_stem(e) for e in entities}
         script = "latin"
         spelled = tuple(sorted(_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS))
-        return Analysis(norm, tuple(tokens), numbers, negated, frozenset(entities), script,
-                        spelled)
-    return Analysis(norm, tuple(tokens), numbers, negated, frozenset(entities), script)
+    return Analysis(norm, tuple(tokens), numbers, negated, frozenset(entities), script,
+                    spelled)
