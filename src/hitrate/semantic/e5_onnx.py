@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hitrate.semantic.e5_model import E5File, E5Tokenizer, dequantize
+from hitrate.semantic.e5_model import E5File, E5Tokenizer, dequantize, nibbles
 
 QUERY_PREFIX = "query: "
 _MASKED = -10000.0
@@ -32,8 +32,7 @@ def _nbits(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     MatMulNBits packs weights 2k and 2k+1 of a block into byte k (low nibble first) and
     takes 8 as the zero point when none is given, as Q4_0 does."""
-    qs = blocks["qs"]
-    values = np.concatenate([qs & 0x0F, qs >> 4], axis=-1)
+    values = nibbles(blocks)
     packed = (values[..., 0::2] | (values[..., 1::2] << 4)).astype(np.uint8)
     return packed, blocks["d"].astype(np.float32).reshape(-1)
 
