@@ -260,7 +260,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="only the first N pairs (after --part)")
     parser.add_argument("--show-false", type=int, default=0, metavar="N",
                         help="print the first N false semantic hits to stderr")
+    parser.add_argument("--model", type=Path, metavar="JSON",
+                        help="another verifier model file (semantic_train.py --out) instead "
+                             "of the shipped one")
     args = parser.parse_args()
+    if args.model is not None:
+        from hitrate.semantic import learned
+
+        learned.MODEL_PATH = args.model
     rows = split(read_pairs(args.pairs), args.part)
     rows = rows[: args.limit] if args.limit else rows
     settings = load_settings(args.config)

@@ -11,7 +11,14 @@ import pytest
 from hitrate.config import SemanticConfig
 from hitrate.semantic import word_vectors
 from hitrate.semantic.features import NAMES, differing_words, features
-from hitrate.semantic.learned import MODEL_PATH, load_verifier, threshold_for
+from hitrate.semantic.learned import (
+    MODEL_PATH,
+    WILSON_Z,
+    calibrated_threshold,
+    load_verifier,
+    nested_margin,
+    threshold_for,
+)
 from hitrate.semantic.lookup import SemanticLayer, build_semantic
 
 # (stored question, asked question): verbatim from issue 13, each served wrongly before.
@@ -57,7 +64,8 @@ EN_SAME_OPENINGS = [
     ("How do I learn Rust?", "How should I learn Rust?"),
     ("What is a Roth IRA?", "What's a Roth IRA?"),
 ]
-EN_OTHER_PERSON = [("How do I learn Rust?", "How do you learn Rust?")]
+EN_OTHER_PERSON = [("How do I learn Rust?", "How did you learn Rust?"),
+                   ("Should I learn Rust?", "Would you learn Rust?")]
 
 # Chinese question words that mean the same thing: a swap is the same question.
 ZH_SYNONYM_SWAPS = [
@@ -118,6 +126,51 @@ def test_threshold_for_respects_the_budget():
     false = np.array([0, 0, 0, 1, 1, 0])
     assert threshold_for(scores, false, 0.5) <= 0.97
     assert threshold_for(scores, false, 1e-6) == float("inf")  # nothing is that sure
+
+
+def _writer_folds(tails: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Four writers' calibration pairs: 200 positives scored 0.5-1 and 200 negatives,
+    of which `tails[k]` score as high as positives (hard negatives the model has not
+    learned) and the rest 0-0.6."""
+    rng = np.random.default_rng(7)
+    scores, false, folds = [], [], []
+    for k, tail in enumerate(tails):
+        scores += [*rng.uniform(0.5, 1.0, 200), *rng.uniform(0.0, 0.6, 200 - tail),
+                   *rng.uniform(0.6, 1.0, tail)]
+        false += [0] * 200 + [1] * 200
+        folds += [k] * 400
+    return np.array(scores), np.array(false), np.array(folds)
+
+
+def _unseen_writers(scores: np.ndarray, false: np.ndarray, folds: np.ndarray,
+                    z: float) -> tuple[int, int]:
+    """Accepted and false pairs of each writer under the others' threshold, pooled."""
+    accepted = wrong = 0
+    for k in np.unique(folds):
+        held = folds == k
+        taken = scores[held] >= threshold_for(scores[~held], false[~held], 0.02, z)
+        accepted += int(taken.sum())
+        wrong += int((taken & (false[held] == 1)).sum())
+    return accepted, wrong
+
+
+def test_the_bound_tightens_until_unseen_writers_keep_the_budget():
+    alike = _writer_folds((2, 2, 2, 2))
+    assert nested_margin(*alike, 0.02) == WILSON_Z  # writers alike: the bound as before
+    scores, false, folds = _writer_folds((0, 0, 2, 8))
+    accepted, wrong = _unseen_writers(scores, false, folds, WILSON_Z)
+    assert wrong > 0.02 * accepted  # the fixed bound fails a writer it never saw
+    z = nested_margin(scores, false, folds, 0.02)
+    assert z > WILSON_Z
+    accepted, wrong = _unseen_writers(scores, false, folds, z)
+    assert accepted > 0 and wrong <= 0.02 * accepted
+    # the runtime threshold uses that bound (the model file keeps logits and folds)
+    data = {"logits": np.log(scores / (1 - scores)).tolist(), "false": false.tolist(),
+            "folds": folds.tolist()}
+    assert calibrated_threshold(data, 0.02) == pytest.approx(
+        threshold_for(scores, false, 0.02, z))
+    assert calibrated_threshold({"logits": data["logits"], "false": data["false"]},
+                                0.02) == pytest.approx(threshold_for(scores, false, 0.02))
 
 
 def test_features_see_the_words_the_old_analysis_dropped():
@@ -319,9 +372,13 @@ def test_a_dash_between_words_is_punctuation_not_a_symbol():
                   "tying a hook onto fishing line - how does it work?") != "symbols"
     assert _guard("PLA or PETG, which is easier to print?",
                   "PLA vs PETG \u2014 which is easier to print?") != "symbols"
-    # arithmetic and word hyphens keep theirs
+    # arithmetic keeps its symbols; a hyphen inside a word is spelling, left to the model
     assert _guard("What is 2 + 2?", "What is 2 - 2?") == "symbols"
-    assert _guard("What is a non-profit?", "What is a nonprofit?") == "symbols"
+    assert _guard("What is 2-2?", "What is 2+2?") == "symbols"
+    assert _guard("What is a non-profit?", "What is a nonprofit?") is None
+    assert _guard("Will my insurance go up after a not-at-fault claim?",
+                  "will my insurance go up after a not at fault claim") is None
+    assert _guard("How do I learn C++?", "How do I learn C#?") == "symbols"
 
 
 def test_spelled_numbers_count_where_both_sides_name_a_number():
@@ -348,8 +405,15 @@ def test_the_vector_model_judges_a_change_of_grammatical_person_not_of_words():
     # without vectors (another embedder) the bag-of-words model cannot tell "after I
     # cheated on my partner" from "after they cheated on me": any change of person words
     assert verifier.settle(*same_person, 0.99).reason == "pronoun"
-    # a change of person is vetoed either way
-    for pair in [*EN_OTHER_PERSON, ("Should I marry a non-virgin girl?",
-                                    "Will you marry a non-virgin girl?")]:
+    # a change of person is vetoed either way: "you" spoken to the one answering
+    for pair in [*EN_OTHER_PERSON,
+                 ("Should I marry a non-virgin girl?", "Will you marry a non-virgin girl?"),
+                 ("Why should I believe in God?", "Why do you believe in God?"),
+                 ("What should I read next?", "What is your favourite book?")]:
         assert verifier.settle(*pair, 0.99, vectors).reason == "pronoun"
+        assert verifier.settle(*pair, 0.99).reason == "pronoun"
+    # a generic "you" asks what "I" would: the vector model decides; the word rule vetoes
+    for pair in [("How do I learn Rust?", "How do you learn Rust?"),
+                 ("Can I take photos in museums?", "can you take pictures inside museums")]:
+        assert verifier.settle(*pair, 0.99, vectors) is None
         assert verifier.settle(*pair, 0.99).reason == "pronoun"

@@ -50,6 +50,14 @@ ZH_STOPWORDS = frozenset("的 了 是 吗 呢 吧 啊 呀 嘛 么 请问 请 一
                          "可以 要 想 把 被 给 让 对 从 到 为 以 之 其 个 些 一个 一些 告诉 说说 "
                          "讲讲 介绍 解释 ？ ！ ， 。".split())
 ZH_NEGATIONS = ("不", "没", "無", "无", "非", "别", "未", "莫", "勿", "否")
+# Where 不 / 没 do not deny what is asked: a yes-or-no question (能不能, 值不值得, 有没有,
+# 要不要; a final 不 / 没 / 否: 能退号不), and words whose 不 is part of the word (不见 "gone
+# missing", 不停 "keeps on", 不错 "good"). Counted as negation, they vetoed half the
+# Chinese paraphrases the negation rule stopped ("可以帮老人挂号吗" / "能不能替我爸妈挂号").
+_ZH_NOT_NEGATION = re.compile(
+    r"(\w)[不没]\1|(\w\w)[不没]\2|(\w)[不没](?=\1\w)|[不没否](?=[\s?？。！!吗呢啊呀]*$)"
+    r"|不见|不停|不断|不错|不少|不过|不管|不然|差不多|要不然|不得不|不一定|对不起|了不起"
+    r"|来不及|忍不住|不仅|不但|并不|毫无|无论|非常|是非|无线|无人机")
 JA_NEGATIONS = ("ない", "ません", "ず", "なかった", "無い", "無し", "ぬ", "じゃない", "ではない")
 JA_PARTICLES = frozenset("は が を に で と も の へ や か ね よ な から まで より".split())
 # Japanese katakana/kanji runs that carry no content of their own.
@@ -127,7 +135,7 @@ def analyze(text: str) -> Analysis:
         words = jieba.lcut(lower) if jieba else list(lower)
         tokens = [w.strip() for w in words
                   if w.strip() and w.strip() not in ZH_STOPWORDS and _WORD.fullmatch(w.strip())]
-        negated = any(marker in lower for marker in ZH_NEGATIONS)
+        negated = any(marker in _ZH_NOT_NEGATION.sub("", lower) for marker in ZH_NEGATIONS)
         script = "zh"
     else:
         words = [w.replace("'", "") if w.endswith("n't") else w for w in _WORD.findall(lower)]
