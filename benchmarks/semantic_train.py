@@ -64,12 +64,13 @@ from hitrate.semantic.learned import (
     MODEL_PATH,
     STATEMENT_KINDS,
     VECTOR_INPUTS,
-    WILSON_Z,
     FittedModel,
     LearnedVerifier,
     Verdict,
-    nested_margin,
-    threshold_for,
+    calibration_scores,
+    unseen_writer_outcome,
+    unseen_writer_table,
+    unseen_writer_threshold,
     vector_features,
 )
 from hitrate.semantic.text import analyze
@@ -312,31 +313,29 @@ def parse_vector_kind(spec: str) -> tuple[str, tuple[int, float]]:
 
 def nested_threshold(scores: np.ndarray, y: np.ndarray, folds: list[int] | np.ndarray,
                      budget: float) -> float:
-    """The threshold the runtime will use (`learned.calibrated_threshold`)."""
+    """The threshold the runtime will use for `budget` (`learned.unseen_writer_threshold`)."""
     false = (np.asarray(y) == 0).astype(int)
-    z = nested_margin(np.asarray(scores), false, np.asarray(folds), budget)
-    return math.inf if math.isinf(z) else threshold_for(np.asarray(scores), false, budget, z)
+    return unseen_writer_threshold(np.asarray(scores), false, np.asarray(folds),
+                                   budget).threshold
 
 
-def unseen_writer_report(data: dict, budget: float = 0.02) -> dict[str, object]:
-    """For a calibration: each fold's pairs accepted by the threshold chosen on the other
-    folds, pooled, under the fixed bound (what new writers would have got before) and under
-    the bound `nested_margin` picks."""
-    scores = 1.0 / (1.0 + np.exp(-np.asarray(data["logits"])))
-    false, folds = np.asarray(data["false"]), np.asarray(data["folds"])
-    z = nested_margin(scores, false, folds, budget)
-    out: dict[str, object] = {"z": z}
-    for name, zz in (("fixed", WILSON_Z), ("nested", z)):
-        accepted = wrong = positives = 0
-        for k in np.unique(folds):
-            held = folds == k
-            t = math.inf if math.isinf(zz) else threshold_for(scores[~held], false[~held], budget, zz)
-            taken = scores[held] >= t
-            accepted += int(taken.sum())
-            wrong += int((taken & (false[held] == 1)).sum())
-        positives = int((false == 0).sum())
-        out[name] = {"accepted": accepted, "false": wrong,
-                     "recall": round((accepted - wrong) / max(1, positives), 4)}
+def unseen_writer_report(data: dict) -> dict[str, object]:
+    """For a calibration: what writers it never saw get (each fold's pairs under the
+    threshold chosen on the other folds, pooled), with the threshold aimed at the budget
+    as before, and with the one `learned.unseen_writer_threshold` picks."""
+    scores, false = calibration_scores(data), np.asarray(data["false"])
+    folds = np.asarray(data["folds"])
+    positives = max(1, int((false == 0).sum()))
+    out: dict[str, object] = {}
+    for budget in (0.02, 0.05):
+        before = unseen_writer_outcome(scores, false, folds, budget)
+        now = unseen_writer_threshold(scores, false, folds, budget)
+        out[str(budget)] = {
+            "before": {"accepted": before[0], "false": before[1],
+                       "recall": round((before[0] - before[1]) / positives, 4)},
+            "now": {"aim": now.aim, "z": now.z, "accepted": now.accepted, "false": now.false,
+                    "recall": round((now.accepted - now.false) / positives, 4),
+                    "threshold": round(now.threshold, 6)}}
     return out
 
 
@@ -525,7 +524,7 @@ def main() -> None:
 
     # Each pair's fold (its writing batch, for the batched files): calibrations keep them,
     # so that a threshold is chosen under a bound that held on writers it never saw
-    # (`learned.nested_margin`).
+    # (`learned.unseen_writer_threshold`).
     fold_of_pair = {(p[0], p[1]): k for k, fold in enumerate(folds) for p in fold}
 
     def folds_of_pairs(pairs: list[Pair]) -> list[int]:
@@ -626,6 +625,12 @@ def main() -> None:
         args.dump.write_text("".join(
             f"{cal_scores[i]:.5f}\t{calibrate[i][3]}\t{scripts[i]}\t{calibrate[i][0]}\t"
             f"{calibrate[i][1]}\n" for i in order), encoding="utf-8")
+    # Each calibration with writer folds ships the thresholds that held on writers it
+    # never saw, per budget (`learned.unseen_writer_table`): computed once here.
+    for data in [*model["calibration"].values(),
+                 *model.get("vector_model", {}).get("calibration", {}).values()]:
+        if data["logits"]:
+            data["unseen_writer_thresholds"] = unseen_writer_table(data)
     fit = [p for f in open_folds for p in f]
     y_fit = np.array([y for *_, y in fit])
     kind = model["kind"]

@@ -13,11 +13,12 @@ from hitrate.semantic import word_vectors
 from hitrate.semantic.features import NAMES, differing_words, features
 from hitrate.semantic.learned import (
     MODEL_PATH,
-    WILSON_Z,
     calibrated_threshold,
     load_verifier,
-    nested_margin,
     threshold_for,
+    unseen_writer_outcome,
+    unseen_writer_table,
+    unseen_writer_threshold,
 )
 from hitrate.semantic.lookup import SemanticLayer, build_semantic
 
@@ -142,33 +143,28 @@ def _writer_folds(tails: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.nd
     return np.array(scores), np.array(false), np.array(folds)
 
 
-def _unseen_writers(scores: np.ndarray, false: np.ndarray, folds: np.ndarray,
-                    z: float) -> tuple[int, int]:
-    """Accepted and false pairs of each writer under the others' threshold, pooled."""
-    accepted = wrong = 0
-    for k in np.unique(folds):
-        held = folds == k
-        taken = scores[held] >= threshold_for(scores[~held], false[~held], 0.02, z)
-        accepted += int(taken.sum())
-        wrong += int((taken & (false[held] == 1)).sum())
-    return accepted, wrong
-
-
-def test_the_bound_tightens_until_unseen_writers_keep_the_budget():
+def test_the_threshold_is_one_that_kept_the_budget_on_writers_it_never_saw():
     alike = _writer_folds((2, 2, 2, 2))
-    assert nested_margin(*alike, 0.02) == WILSON_Z  # writers alike: the bound as before
+    # writers alike: the threshold aimed at the budget on all the pairs, as before
+    assert unseen_writer_threshold(*alike, 0.02).threshold == threshold_for(
+        alike[0], alike[1], 0.02)
     scores, false, folds = _writer_folds((0, 0, 2, 8))
-    accepted, wrong = _unseen_writers(scores, false, folds, WILSON_Z)
-    assert wrong > 0.02 * accepted  # the fixed bound fails a writer it never saw
-    z = nested_margin(scores, false, folds, 0.02)
-    assert z > WILSON_Z
-    accepted, wrong = _unseen_writers(scores, false, folds, z)
-    assert accepted > 0 and wrong <= 0.02 * accepted
-    # the runtime threshold uses that bound (the model file keeps logits and folds)
+    accepted, wrong = unseen_writer_outcome(scores, false, folds, 0.02)
+    assert wrong > 0.02 * accepted  # aimed at the budget, it fails a writer it never saw
+    chosen = unseen_writer_threshold(scores, false, folds, 0.02)
+    assert chosen.threshold > threshold_for(scores, false, 0.02)
+    assert chosen.accepted > 0 and chosen.false <= 0.02 * chosen.accepted
+    assert unseen_writer_outcome(scores, false, folds, chosen.aim, chosen.z) == (
+        chosen.accepted, chosen.false)
+    # the model file keeps a threshold per budget; a larger budget never gets a higher one
     data = {"logits": np.log(scores / (1 - scores)).tolist(), "false": false.tolist(),
             "folds": folds.tolist()}
-    assert calibrated_threshold(data, 0.02) == pytest.approx(
-        threshold_for(scores, false, 0.02, z))
+    table = unseen_writer_table(data)
+    assert [t for _, t in table] == sorted((t for _, t in table), reverse=True)
+    data["unseen_writer_thresholds"] = table
+    assert calibrated_threshold(data, 0.02) == pytest.approx(chosen.threshold)
+    assert calibrated_threshold(data, 0.022) == calibrated_threshold(data, 0.02)  # grid below
+    assert calibrated_threshold(data, 0.001) == float("inf")  # below the grid: never
     assert calibrated_threshold({"logits": data["logits"], "false": data["false"]},
                                 0.02) == pytest.approx(threshold_for(scores, false, 0.02))
 

@@ -144,8 +144,11 @@ def test_judge_is_off_by_default_and_needs_a_known_model():
 def test_default_band_asks_between_one_half_and_the_threshold():
     layer = build_semantic(SemanticConfig(judge={"model": "j"}), lambda name: object())
     assert layer.judge is not None and layer.judge.band == Band()
-    threshold = layer.settings.learned.thresholds["latin"]
-    q, c = "How do I learn Python?", "What is the best way to learn Python?"
+    # a kind whose model accepts at the default budget (the first English model, for
+    # embedders other than e5, accepts nothing at 2%: its band is everything from 0.5 up)
+    threshold = layer.settings.learned.thresholds["zh"]
+    assert threshold < 1.0
+    q, c = "怎么学好英语？", "如何才能学好英语呢？"
     assert layer._banded(q, c, Verdict(False, "model", 0.4)) is None
     assert layer._banded(q, c, Verdict(False, "model", (0.5 + threshold) / 2)) is False
     assert layer._banded(q, c, Verdict(True, "ok", threshold)) is True

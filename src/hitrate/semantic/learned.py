@@ -46,14 +46,19 @@ class Verdict:
     score: float = 0.0
 
 
-WILSON_Z = 0.5  # the bound's z where no writer folds are known (one-sided ~70%)
-# The z values a calibration with writer folds may need (`nested_margin`), loosest first.
-MARGINS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
+WILSON_Z = 0.5  # the bound's z (one-sided ~70%)
+# The budgets a calibration with writer folds has a threshold for (`unseen_writer_table`);
+# a budget in between uses the nearest one below it.
+BUDGET_GRID = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2)
+# What a threshold may aim for, below the budget, and the bound's z (`unseen_writer_threshold`).
+AIMS = (0.2, 0.15, 0.1, 0.075, 0.05, 0.04, 0.03, 0.025, 0.02, 0.015, 0.01, 0.0075, 0.005,
+        0.0025)
+MARGINS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 
 
 def _upper_false_rate(false: np.ndarray, total: np.ndarray, z: float = WILSON_Z) -> np.ndarray:
-    """Wilson upper bound on the false share (z = WILSON_Z: one-sided ~70%): a threshold
-    is not chosen on the luck of a handful of accepted pairs."""
+    """Wilson upper bound on the false share: a threshold is not chosen on the luck of a
+    handful of accepted pairs."""
     total = np.maximum(total, 1)
     p = false / total
     centre = p + z * z / (2 * total)
@@ -65,7 +70,7 @@ def threshold_for(scores: np.ndarray, false: np.ndarray, budget: float,
                   z: float = WILSON_Z) -> float:
     """Lowest score threshold whose accepted calibration pairs stay within `budget`."""
     scores = np.asarray(scores, dtype=np.float64)
-    if len(scores) == 0:
+    if len(scores) == 0 or budget <= 0:
         return math.inf
     order = np.argsort(-scores, kind="stable")
     s = scores[order]
@@ -76,39 +81,77 @@ def threshold_for(scores: np.ndarray, false: np.ndarray, budget: float,
     return float(s[ok].min()) if ok.any() else math.inf
 
 
-def nested_margin(scores: np.ndarray, false: np.ndarray, folds: np.ndarray,
-                  budget: float) -> float:
-    """The loosest bound (`MARGINS`) that keeps the budget on writers the threshold never
-    saw: for each fold (a writing batch), the threshold chosen on the other folds' pairs
-    is applied to its pairs, and the false share of everything so accepted, pooled over
-    folds, must stay within `budget`. With the fixed z = 0.5, a 2% threshold let 5.6-8.2%
-    false hits through on a batch of new writers' English questions: the pairs that
-    score highest differ more between writers than one calibration set shows."""
+def unseen_writer_outcome(scores: np.ndarray, false: np.ndarray, folds: np.ndarray,
+                          aim: float, z: float = WILSON_Z) -> tuple[int, int]:
+    """Each fold's pairs accepted by the threshold the other folds give for `aim`, and
+    how many of them are false, pooled over folds: what writers the calibration never
+    saw get."""
+    accepted = wrong = 0
+    for k in np.unique(folds):
+        held = folds == k
+        taken = scores[held] >= threshold_for(scores[~held], false[~held], aim, z)
+        accepted += int(taken.sum())
+        wrong += int((taken & (false[held] == 1)).sum())
+    return accepted, wrong
+
+
+@dataclass(frozen=True, slots=True)
+class UnseenWriterThreshold:
+    threshold: float
+    aim: float  # the false share aimed for on the calibration pairs
+    z: float
+    accepted: int  # held-out writers' pairs accepted under the other writers' thresholds
+    false: int
+
+
+def unseen_writer_threshold(scores: np.ndarray, false: np.ndarray, folds: np.ndarray,
+                            budget: float) -> UnseenWriterThreshold:
+    """The lowest threshold that would have kept `budget` on writers it never saw.
+
+    A threshold set for the budget on the calibration pairs (the aim = the budget, z =
+    0.5) let 5.6-8.2% false hits through on a batch of new writers' English questions,
+    against 2%: the pairs that score highest differ between writers more than one
+    calibration set shows. So each candidate way of choosing it (a lower aim, a wider
+    bound: `AIMS` x `MARGINS`) is tried leaving out one fold (a writing batch) at a time;
+    a candidate qualifies if the held-out folds' pairs it accepts, pooled, are some and
+    within the budget; the lowest threshold of a qualifying candidate, on all the pairs,
+    wins. None qualifies: the model never accepts (inf). A larger budget never gets a
+    higher threshold: whatever qualifies for a budget qualifies for a larger one."""
     folds = np.asarray(folds)
     false = np.asarray(false).astype(int)
-    kinds = np.unique(folds)
-    if len(kinds) < 2:
-        return WILSON_Z
-    for z in MARGINS:
-        accepted = wrong = 0
-        for k in kinds:
-            out = folds == k
-            taken = scores[out] >= threshold_for(scores[~out], false[~out], budget, z)
-            accepted += int(taken.sum())
-            wrong += int((taken & (false[out] == 1)).sum())
-        if wrong <= budget * accepted:
-            return z
-    return math.inf
+    best = UnseenWriterThreshold(math.inf, 0.0, WILSON_Z, 0, 0)
+    for aim in (budget, *(a for a in AIMS if a < budget)):
+        for z in MARGINS:
+            accepted, wrong = unseen_writer_outcome(scores, false, folds, aim, z)
+            if not accepted or wrong > budget * accepted:
+                continue
+            threshold = threshold_for(scores, false, aim, z)
+            if threshold < best.threshold:
+                best = UnseenWriterThreshold(threshold, aim, z, accepted, wrong)
+    return best
+
+
+def unseen_writer_table(data: dict) -> list[list[float]]:
+    """[budget, threshold] for each of `BUDGET_GRID` (`unseen_writer_threshold`): what the
+    model file keeps for a calibration with writer folds."""
+    scores, false = calibration_scores(data), np.asarray(data["false"])
+    folds = np.asarray(data["folds"])
+    table, lowest = [], math.inf
+    for budget in BUDGET_GRID:
+        lowest = min(lowest, unseen_writer_threshold(scores, false, folds, budget).threshold)
+        table.append([budget, lowest])
+    return table
 
 
 def calibrated_threshold(data: dict, budget: float) -> float:
-    """A calibration's threshold for `budget`: with the writer folds the model file keeps
-    for it, under the bound `nested_margin` finds; else under the fixed one."""
-    scores = calibration_scores(data)
-    false = np.asarray(data["false"])
-    folds = data.get("folds")
-    z = WILSON_Z if folds is None else nested_margin(scores, false, np.asarray(folds), budget)
-    return math.inf if math.isinf(z) else threshold_for(scores, false, budget, z)
+    """A calibration's threshold for `budget`: from its unseen-writer table where the
+    model file has one (the nearest budget of the grid at or below this one), else the
+    threshold that keeps the budget on the calibration pairs themselves."""
+    table = data.get("unseen_writer_thresholds")
+    if table is None:
+        return threshold_for(calibration_scores(data), np.asarray(data["false"]), budget)
+    below = [threshold for grid, threshold in table if grid <= budget + 1e-12]
+    return float(below[-1]) if below else math.inf
 
 
 def calibration_scores(data: dict) -> np.ndarray:
