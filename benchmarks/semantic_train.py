@@ -9,12 +9,14 @@ Training data: only files whose licence allows shipping a model fitted on them -
 en_gptcache_dev.tsv (MIT), zh_pawsx_dev.tsv (PAWS-X: any purpose, acknowledge Google) and
 the pairs written for this project (`benchmarks/pairs/*_train.tsv`: natural English
 questions, Chinese colloquial and lending questions, Japanese captions and questions).
-ja_jsts_dev.tsv (CC BY-SA) and `benchmarks/pairs/*_heldout.tsv` are never read here.
+ja_jsts_dev.tsv (CC BY-SA), `benchmarks/pairs/*_heldout.tsv` and `*_unseen7.tsv` are
+never read here.
 
 Strict split (`semantic_split.py`): `test` is never read here; report it with
 `semantic_eval.py --part test`. The `fit` and `calibrate` parts together are cut into
-5 folds by text_a: each fold is scored by a model fitted on the other four, and those
-out-of-fold scores calibrate the shipped model (fitted on all five), pooled and per
+6 folds (the written pairs' writing batches, `BATCH_STARTS`; a hash of text_a for the
+other files): each fold is scored by a model fitted on the other five, and those
+out-of-fold scores calibrate the shipped model (fitted on all six), pooled and per
 script, questions and statements apart (`LearnedVerifier.pair_kind`), each with a model
 of its own (statements scored by their script's model, mostly fitted on questions, lost
 all recall at 2%; Chinese questions calibrated apart from PAWS-X's sentences went from
@@ -22,7 +24,9 @@ all recall at 2%; Chinese questions calibrated apart from PAWS-X's sentences wen
 the rules decide (guards, always-hit) are neither fitted nor calibrated on: no threshold
 changes them. GPTCache's unlabelled neighbours (often the same meaning) calibrate
 statements but are never fitted on; Japanese (`--strict-scripts ja`, the default) gets
-no model hits at all.
+no model hits at all. Each calibration keeps its pairs' folds and ships a threshold per
+budget that kept the budget on left-out writing batches (`learned.unseen_writer_table`;
+`unseen_writers_*` in the report: what left-out batches got before and now).
 
 Pairs: every labelled line, plus the near neighbours the index would offer (each
 text_b's top 5 text_a of the same fold by cosine, labelled 0 unless the file says
@@ -33,7 +37,7 @@ vectors (`word_vectors.py`; out of fold they beat e5's cosine of the same words)
 English questions also get a vector model (`--vector latin:16:300`,
 `learned.vector_features`: the features plus the two e5 embeddings' product and absolute
 difference; a 16-unit MLP, 45% recall at 2% out of fold vs 38% logistic), shipped as
-its five fold models (`learned.FoldEnsemble`) and calibrated on their out-of-fold
+its fold models (`learned.FoldEnsemble`) and calibrated on their out-of-fold
 scores. (A Chinese one, `--vector zh:16:300`, had AUC 0.978 but no recall at 2% out of
 fold, against the first model's 17%: not shipped.) Calibration scores are kept as
 logits. Prints one JSON line with what was fitted and out-of-fold figures per kind.

@@ -5,9 +5,12 @@ its calibration data ship in `verifier_model.json`, written by
 `benchmarks/semantic_train.py` from pair sets whose licences allow it. Calibration keeps
 the scores of held-out candidate pairs and whether each was a false match, pooled over
 languages ("all") or per pair kind (a script's questions, and its statements, which
-have a model of their own: `LearnedVerifier.pair_kind`); the threshold for a budget
-`max_false_rate` is the lowest score at which the share of false matches among accepted
-calibration pairs (with a small-sample margin) stays within the budget.
+have a model of their own: `LearnedVerifier.pair_kind`), and each pair's writing batch.
+The threshold for a budget `max_false_rate` is one that kept the budget on writing
+batches left out of its choice (`unseen_writer_threshold`, precomputed per budget in the
+model file); a calibration without batches takes the lowest score at which the share of
+false matches among accepted calibration pairs (with a small-sample margin) stays within
+the budget.
 
 English questions also have a second model (`vector_model`) that reads, besides those
 features, the elementwise product and absolute difference of the two texts' embeddings:
@@ -510,7 +513,7 @@ def _significant(text: str) -> tuple[str, ...]:
 # "you" spoken to the one answering ("Will you marry...", "Why do you believe...", "your
 # opinion"); any other "you" is generic ("How do you parallel park?", "Can you take photos
 # in museums?", "your credit report") and asks what "I" would: as a change of person it
-# vetoed 44 English paraphrases against 14 other questions.
+# vetoed 82 of the English train file's paraphrases against 22 other questions.
 _ADDRESSEE = re.compile(r"\b(?:will|would|have|are|were|did) you\b|\bwhy do you\b|\bdo you "
                         r"(?:think|believe|like|love|want|prefer|know|feel|remember)\b"
                         r"|\byou guys\b|\byour (?:opinion|favou?rite|view|thoughts)\b")
