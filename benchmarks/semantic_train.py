@@ -315,7 +315,7 @@ def parse_vector_kind(spec: str) -> tuple[str, tuple[int, float]]:
     return kind, parsed
 
 
-def nested_threshold(scores: np.ndarray, y: np.ndarray, folds: list[int] | np.ndarray,
+def runtime_threshold(scores: np.ndarray, y: np.ndarray, folds: list[int] | np.ndarray,
                      budget: float) -> float:
     """The threshold the runtime will use for `budget` (`learned.unseen_writer_threshold`)."""
     false = (np.asarray(y) == 0).astype(int)
@@ -613,7 +613,7 @@ def main() -> None:
                 "logits": stored_logits(scores), "false": [int(p[3] == 0) for p in cal],
                 "folds": folds_of_pairs(cal)}
             s, y = np.array(scores), np.array([p[3] for p in cal])
-            at = {b: s >= nested_threshold(s, y, folds_of_pairs(cal), b) for b in (0.02, 0.05, 0.1)}
+            at = {b: s >= runtime_threshold(s, y, folds_of_pairs(cal), b) for b in (0.02, 0.05, 0.1)}
             vector_report[f"vector_{vector_kind}"] = {
                 "hidden": hidden, "l2": l2, "auc": round(auc(s, y), 4),
                 "recall_all@0.02": round(recall(at[0.02], y, vetoed_for_vectors[vector_kind]), 4),
@@ -631,8 +631,10 @@ def main() -> None:
             f"{calibrate[i][1]}\n" for i in order), encoding="utf-8")
     # Each calibration with writer folds ships the thresholds that held on writers it
     # never saw, per budget (`learned.unseen_writer_table`): computed once here.
-    for data in [*model["calibration"].values(),
-                 *model.get("vector_model", {}).get("calibration", {}).values()]:
+    calibrations = {**model["calibration"], **{
+        f"vector_{kind}": data
+        for kind, data in model.get("vector_model", {}).get("calibration", {}).items()}}
+    for data in calibrations.values():
         if data["logits"]:
             data["unseen_writer_thresholds"] = unseen_writer_table(data)
     fit = [p for f in open_folds for p in f]
@@ -663,14 +665,12 @@ def main() -> None:
         s, y = cal_scores[mask], cal_y[mask]
         curve = {}
         for budget in (0.02, 0.05, 0.1):
-            t = nested_threshold(s, y, cal_folds[mask], budget)
+            t = runtime_threshold(s, y, cal_folds[mask], budget)
             accepted = s >= t
             curve[budget] = round(recall(accepted, y), 3)
         report[f"recall_by_budget_{script}"] = curve
     report.update(vector_report)
-    vector_calibrations = model.get("vector_model", {}).get("calibration", {})
-    for name, data in sorted({**model["calibration"], **{
-            f"vector_{k}": v for k, v in vector_calibrations.items()}}.items()):
+    for name, data in sorted(calibrations.items()):
         if data["logits"]:
             report[f"unseen_writers_{name}"] = unseen_writer_report(data)
     top = np.argsort(-np.abs(layers[0][0][:, 0]))[:12] if not args.hidden else []
