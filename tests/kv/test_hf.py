@@ -226,3 +226,34 @@ def test_decode_cache_makes_the_next_turn_a_longer_exact_hit(llama, save_decode)
         assert torch.equal(done.logits, expected)
     finally:
         engine.close()
+
+
+class _OnCuda(torch.nn.Module):
+    """Stands for a model on a CUDA device: `hf.inference` only reads `.device`."""
+
+    device = torch.device("cuda", 0)
+
+
+def test_inference_sets_the_attention_kernel_order_on_cuda_and_restores_it():
+    # A cached bfloat16 prefill on Hopper would otherwise pick cuDNN attention, which
+    # builds a graph per new (query, key) length pair: ~1 s on an H200 (README).
+    from torch.nn.attention import SDPBackend
+
+    wanted = [int(getattr(SDPBackend, name)) for name in hf.SDPA_PRIORITY]
+    before = torch._C._get_sdp_priority_order()
+    assert before[:len(wanted)] != wanted  # else the check below proves nothing
+    with hf.inference(_OnCuda()):
+        inside = torch._C._get_sdp_priority_order()
+        assert not torch.is_grad_enabled()
+    assert inside[:len(wanted)] == wanted
+    assert torch._C._get_sdp_priority_order() == before
+    with hf.inference(torch.nn.Linear(1, 1)):  # a CPU model: no_grad only
+        assert torch._C._get_sdp_priority_order() == before
+        assert not torch.is_grad_enabled()
+
+
+def test_warmup_leaves_the_model_as_it_was(llama):
+    tokens = random_tokens(300, seed=11)
+    before = full_logits(llama, tokens)
+    hf.warmup(llama)
+    assert torch.equal(full_logits(llama, tokens), before)

@@ -326,7 +326,7 @@ def blended_forward(model: Any, ids: Sequence[int], segments: Sequence[LoadedSeg
     blocks = None if active is None else _plan_blocks(active)
     selected: list[int] = []
 
-    with torch.no_grad():
+    with hf.inference(model):
         hidden = inner.embed_tokens(torch.tensor([list(ids)], device=device))
         cos_all, sin_all = inner.rotary_emb(hidden, torch.arange(total, device=device).unsqueeze(0))
         if active is not None:
@@ -404,7 +404,7 @@ def _compute_segment(model: Any, anchor: list[int], tokens: Sequence[int]) -> to
     import torch
 
     cache = hf.cache_from_kv(None, model.config)
-    with torch.no_grad():
+    with hf.inference(model):
         model(input_ids=torch.tensor([anchor + list(tokens)], device=model.device),
               past_key_values=cache, use_cache=True, logits_to_keep=1)
     return hf.kv_slicer(cache)(len(anchor), len(anchor) + len(tokens))

@@ -17,6 +17,8 @@ tokens, head dim], batch dimension dropped.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +80,32 @@ def _check_engine(model: Any, engine: KVEngine) -> None:
     dtype = str(model.dtype).removeprefix("torch.")
     if engine.namespace.dtype != dtype:
         raise ValueError(f"engine holds {engine.namespace.dtype} KV, the model runs in {dtype}")
+
+
+# Attention kernels tried in this order for hitrate's own forwards on CUDA. PyTorch's
+# default on Hopper picks cuDNN attention for a masked bfloat16 forward (a cached
+# prefill: new tokens over past + new), and cuDNN builds an execution graph the first
+# time it sees each (query, key) length pair: about 1 s of host time per new shape,
+# measured on an H200 (scripts/kv_gpu_ttft.py), against ~30 ms for the forward itself.
+# Flash attention (unmasked) and memory-efficient attention (masked) need no build.
+# Set it to None to let PyTorch choose.
+SDPA_PRIORITY: Sequence[str] | None = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
+
+
+@contextmanager
+def inference(model: Any) -> Iterator[None]:
+    """`torch.no_grad()`, and on CUDA the attention kernel order `SDPA_PRIORITY`."""
+    import torch
+
+    priority = SDPA_PRIORITY
+    with torch.no_grad():
+        if priority is None or not str(getattr(model, "device", "cpu")).startswith("cuda"):
+            yield
+            return
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([getattr(SDPBackend, name) for name in priority], set_priority=True):
+            yield
 
 
 def cache_from_kv(kv: torch.Tensor | None, config: Any):
@@ -155,12 +183,28 @@ def prefill(model: Any, tokens: Any, engine: KVEngine | None, *, store: bool = T
         if cached > 0:
             kv = hit.kv.narrow(TOKEN_AXIS, 0, cached)
     cache = cache_from_kv(kv, model.config)
-    with torch.no_grad():
+    with inference(model):
         out = model(input_ids=torch.tensor([ids[cached:]], device=model.device),
                     past_key_values=cache, use_cache=True, logits_to_keep=1)
     if engine is not None and store:
         engine.store(ids, kv_slicer(cache))
     return Prefill(out.logits[0, -1], cache, len(ids), cached)
+
+
+def warmup(model: Any, *, cached: int = 32, new: int = 8) -> None:
+    """Runs one tiny full prefill and one tiny prefill over a cache, so that a server's
+    first real request of each kind does not pay the one-time cost of loading and
+    choosing GPU kernels (cold prefills and cached prefills use different attention
+    kernels: causal without a mask vs a mask over past + new tokens)."""
+    import torch
+
+    ids = list(range(1, cached + new + 1))
+    with inference(model):
+        out = model(input_ids=torch.tensor([ids[:cached]], device=model.device), use_cache=True)
+        model(input_ids=torch.tensor([ids[cached:]], device=model.device),
+              past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+    if str(model.device).startswith("cuda"):
+        torch.cuda.synchronize(model.device)
 
 
 @dataclass(slots=True)
@@ -245,7 +289,7 @@ def generate_from_cache(model: Any, tokenizer: Any, ids: list[int], cache: Any, 
     import torch
 
     input_ids = torch.tensor([ids], device=model.device)
-    with torch.no_grad():
+    with inference(model):
         output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                 past_key_values=cache, **gen_kwargs)
     sequences = output.sequences if hasattr(output, "sequences") else output
