@@ -108,7 +108,7 @@ def test_shipped_model_matches_the_features_and_is_small():
     data = json.loads(MODEL_PATH.read_text(encoding="utf-8"))
     assert data["features"] == list(NAMES)
     assert data["word_vectors"] == word_vectors.NAME
-    assert MODEL_PATH.stat().st_size < 2_000_000  # the vector model: 5 folds x 800 x 16 weights
+    assert MODEL_PATH.stat().st_size < 2_500_000  # the vector model: 7 folds x 800 x 16 weights
     assert "all" in data["calibration"]  # pooled over the training languages
     assert "ja_jsts_dev.tsv" not in data["trained_on"]  # the held-out language
 
@@ -283,9 +283,11 @@ def test_a_yes_or_no_form_is_not_a_chinese_negation():
         assert not analyze(asked).negated, asked
     for denied in ("借款不能提前还吗", "没有收到验证码", "猫不吃猫粮怎么办"):
         assert analyze(denied).negated, denied
-    # so the negation guard leaves these paraphrases to the model
+    # the shipped model was fitted with Chinese negation left to it (`guards_off`): it,
+    # not the guard, turns down the denied question
     assert _guard("可以帮家里老人挂号吗", "能不能替我爸妈在网上挂号") != "negation"
-    assert _guard("借款可以提前还吗", "借款不能提前还吗") == "negation"
+    assert _guard("借款可以提前还吗", "借款不能提前还吗") is None
+    assert not load_verifier().verify("借款不能提前还吗", "借款可以提前还吗", 0.97).accept
 
 
 def test_the_us_is_a_country_not_a_person():
@@ -448,3 +450,22 @@ def test_the_vector_model_judges_a_change_of_grammatical_person_not_of_words():
                  ("Can I take photos in museums?", "can you take pictures inside museums")]:
         assert verifier.settle(*pair, 0.99, vectors) is None
         assert verifier.settle(*pair, 0.99).reason == "pronoun"
+
+
+def test_the_model_file_names_the_guards_it_was_fitted_without():
+    from hitrate.semantic.learned import LearnedVerifier
+
+    model = json.loads(MODEL_PATH.read_text())
+    english = ("Can I return a sale item?", "Can't I return a sale item?", 0.97)
+    chinese = ("借款可以提前还吗", "借款不能提前还吗", 0.97)
+    every_guard = LearnedVerifier({**model, "guards_off": {}})
+    assert every_guard.rules(*english, False).reason == "negation"
+    assert every_guard.rules(*chinese, False).reason == "negation"
+    # a model fitted with Chinese negation pairs left to it decides those itself
+    zh_off = LearnedVerifier({**model, "guards_off": {"zh": ["negation"]}})
+    assert zh_off.rules(*english, False).reason == "negation"
+    assert zh_off.rules(*chinese, False) is None
+    assert zh_off.rules("借款5天能到账吗", "借款7天能到账吗", 0.97, False).reason == "numbers"
+    for wrong in ({"zh": ["spelling"]}, {"klingon": ["negation"]}):
+        with pytest.raises(ValueError, match="unknown guards"):
+            LearnedVerifier({**model, "guards_off": wrong})
