@@ -351,7 +351,8 @@ class LearnedVerifier:
             wa, wb = (tuple("usa" if w == "us" else w for w in ws) for ws in (wa, wb))
         if wa == wb:  # case, punctuation, 请问 / 吗 / 呢, "please": nothing that matters
             return Verdict(True, "ok", 1.0)
-        # Never worth a model's guess: these change who or what is asked about.
+        # Never worth a model's guess (unless the model was fitted on them: `guards_off`):
+        # these change who or what is asked about.
         guards = self.guards[qa.script if qa.script == qb.script else "latin"]
         if "numbers" in guards and _numbers_differ(qa, qb):
             return Verdict(False, "numbers")
