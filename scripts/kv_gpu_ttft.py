@@ -32,41 +32,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from kv_blend import load_model, timed
 
 from hitrate.kv import hf
 from hitrate.kv.tiers import CPUTier, GPUTier
 
-SMALL = dict(vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
-             num_attention_heads=8, num_key_value_heads=2, head_dim=64)
-LLAMA8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-               num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False,
-               rope_parameters={"rope_type": "default", "rope_theta": 500000.0})
-
-
-def build(shape: str, dtype: torch.dtype, device: str):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(max_position_embeddings=32768, **(SMALL if shape == "small" else LLAMA8B))
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):  # built where it runs: an 8B model never sits in CPU memory
-            model = LlamaForCausalLM(config)
-    finally:
-        torch.set_default_dtype(previous)
-    return model.eval()
-
-
-def timed(fn, device: str):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    result = fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return result, time.perf_counter() - start
+SHAPES = {"small": "llama-small-shape", "llama8b": "llama8b-shape"}  # kv_blend.SHAPES
 
 
 def forward(model, ids: list[int], cache, *, hitrate_order: bool = True):
@@ -122,7 +94,7 @@ def chat(model, device: str, turns: int = 3, system: int = 2048, question: int =
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=["small", "llama8b"], default="small")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--cached", type=int, default=8192)
@@ -134,13 +106,13 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--chat", action="store_true")
     args = parser.parse_args()
-    device, dtype = args.device, getattr(torch, args.dtype)
+    device = args.device
     if args.sdpa == "pytorch":
         hf.SDPA_PRIORITY = None
     report: dict = {"shape": args.shape, "dtype": args.dtype, "device": device, "cached_tokens": args.cached,
                     "new_tokens": args.new, "warmup": args.warmup, "sdpa": args.sdpa}
     start = time.perf_counter()
-    model = build(args.shape, dtype, device)
+    model, _ = load_model(SHAPES[args.shape], device, args.dtype)
     report["attn_implementation"] = model.config._attn_implementation
     report["build_s"] = round(time.perf_counter() - start, 2)
     if args.warmup:

@@ -182,6 +182,7 @@ def guards_by_script(off: dict[str, list[str]]) -> dict[str, frozenset[str]]:
                          f"{sorted(unknown | (set(off) - set(SCRIPTS)))}")
     return {script: frozenset(GUARDS) - set(off.get(script, ())) for script in SCRIPTS}
 
+
 VECTOR_INPUTS = "product,absdiff"  # what `vector_features` appends; the model file names it
 
 
@@ -353,7 +354,7 @@ class LearnedVerifier:
             return Verdict(True, "ok", 1.0)
         # Never worth a model's guess (unless the model was fitted on them: `guards_off`):
         # these change who or what is asked about.
-        guards = self.guards[qa.script if qa.script == qb.script else "latin"]
+        guards = self.guards[self.pair_script(query, cached)]
         if "numbers" in guards and _numbers_differ(qa, qb):
             return Verdict(False, "numbers")
         dash = self.pair_kind(query, cached) in SCRIPTS  # questions; in docs a list's bullet
