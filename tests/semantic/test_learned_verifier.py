@@ -429,6 +429,49 @@ def test_spelled_numbers_count_where_both_sides_name_a_number():
     assert _guard("How do I solder wires together?", "How do I solder 2 wires?") == "numbers"
 
 
+def test_chinese_numerals_count_as_the_numbers_they_name():
+    from hitrate.semantic.text import zh_number
+
+    for run, value in [("十一", 11), ("两千", 2000), ("三千五", 3500), ("一百零五", 105),
+                       ("一亿两千万", 120_000_000), ("五万", 50_000), ("一二三", None)]:
+        assert zh_number(run) == value, run
+    # the same number in numerals and in digits
+    for pair in [("2000元左右买什么手机好", "预算两千左右推荐一款手机"),
+                 ("双十一什么时候买最便宜", "双11几点下单价格最低"),
+                 ("word怎么从第三页开始设置页码", "word页码怎么从第3页开始编"),
+                 ("给别人转账超过5万需要U盾吗", "单笔给别人转五万多 是不是一定得插U盾"),
+                 ("一万块存一年定期利息有多少", "1万元存1年定期到期利息是多少"),
+                 ("三国指的是哪三个国家", "三国时期都有哪几个国家啊")]:
+        assert _guard(*pair) != "numbers", pair
+    # different numbers, in numerals or mixed
+    for pair in [("借两万一年利息多少", "借三万一年利息多少"),
+                 ("借一万一个月利息多少", "借20000元一个月要还多少利息"),
+                 ("十分钟能学会吗", "二十分钟能学会吗"),
+                 ("单笔转5万要U盾吗", "单笔转五千要U盾吗")]:
+        assert _guard(*pair) == "numbers", pair
+    # words whose numerals are not numbers
+    assert _guard("这个软件十分好用吗", "这个软件好用吗") != "numbers"
+    assert _guard("万一丢了怎么办", "丢了怎么办") != "numbers"
+
+
+def test_a_chinese_question_may_add_or_drop_the_speakers_pronoun():
+    from hitrate.semantic.learned import LearnedVerifier
+
+    model = json.loads(MODEL_PATH.read_text())
+    dropped_self = ("为什么我的电脑开不了机", "电脑开不了机是什么原因", 0.97)
+    every_guard = LearnedVerifier({**model, "guards_off": {}})
+    assert every_guard.rules(*dropped_self, False).reason == "self"
+    self_off = LearnedVerifier({**model, "guards_off": {"zh": ["self"]}})
+    assert self_off.rules(*dropped_self, False) is None
+    # another person's pronoun on one side only, or persons swapped: still the guard's
+    for pair in [("你的座右铭是什么？", "座右铭是什么？"), ("和女朋友吵架了怎么哄她", "和女朋友吵架了怎么哄"),
+                 ("他的驾照被扣了12分怎么办", "我的驾照被扣了12分怎么办")]:
+        assert self_off.rules(*pair, 0.97, False).reason == "pronoun", pair
+    # English never had the rule: a generic "you" or "I" on one side only is the model's
+    assert every_guard.rules("How do I learn Rust?", "What is the best way to learn Rust?", 0.97,
+                             False) is None
+
+
 def test_the_vector_model_judges_a_change_of_grammatical_person_not_of_words():
     verifier = load_verifier()
     vectors = (np.ones(verifier.vector_dim, np.float32), np.ones(verifier.vector_dim, np.float32))

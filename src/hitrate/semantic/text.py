@@ -29,6 +29,63 @@ _NUMBER_WORDS = {
         start=2)},
     "hundred": "100", "thousand": "1000", "dozen": "12"}
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
+# Chinese numerals, read as digits only where both texts name a number (两千 / 2000, 第三页 /
+# 第3页, 双十一 / 双11). A lone 一 is left out (一个, 一下), and so are words whose numerals
+# are not numbers (十分 "very", 千万 "by all means", 万一 "in case", 三星, 百度).
+_ZH_NUMERAL = re.compile(r"[零〇一二两三四五六七八九十百千万亿]+")
+_ZH_NOT_NUMBER = re.compile(r"十分(?!钟)|千万(?![元块人])|(?<![一二两三四五六七八九十])万一|一一"
+                            r"|三星|百度|九寨沟")
+_ZH_DIGIT = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2}
+_ZH_UNIT = {"十": 10, "百": 100, "千": 1000}
+_ZH_BIG = {"万": 10_000, "亿": 100_000_000}
+
+
+def zh_number(run: str) -> int | None:
+    """The value of a run of Chinese numerals (十一 11, 两千 2000, 三千五 3500, 一亿两千万
+    120,000,000); None if it does not read as one number (一二三)."""
+    result, section, digit, last_unit, zero = 0, 0, None, 1, False
+    for char in run:
+        if char in _ZH_DIGIT:
+            if digit is not None and _ZH_DIGIT[char] != 0 and digit != 0:
+                return None  # 一二: two numbers, not one
+            zero = zero or _ZH_DIGIT[char] == 0
+            digit = _ZH_DIGIT[char]
+        elif char in _ZH_UNIT:
+            section += (1 if digit is None else digit) * _ZH_UNIT[char]
+            digit, last_unit, zero = None, _ZH_UNIT[char], False
+        else:
+            result += (section + (digit or 0) or 1) * _ZH_BIG[char]
+            section, digit, last_unit, zero = 0, None, _ZH_BIG[char], False
+    if digit is not None and last_unit >= 100 and not zero:
+        digit *= last_unit // 10  # 三千五: 3,500 (一百零五: 105)
+    return result + section + (digit or 0)
+
+
+_ZH_SCALE = {"千": 1000, "万": 10_000, "亿": 100_000_000}
+_ZH_SCALED = re.compile(r"(\d+(?:\.\d+)?)\s*([千万亿])")
+
+
+# A measure word after a number: the numeral before it counts things (一万一个月: 10,000
+# for one month, not 11,000).
+_ZH_MEASURE = frozenset("个次年月天周岁件只条张本块元分份位家台辆套种斤米")
+
+
+def _zh_numbers(text: str) -> tuple[str, ...]:
+    values = []
+    text = _ZH_NOT_NUMBER.sub(" ", text)
+    for match in _ZH_NUMERAL.finditer(text):
+        run = match.group()
+        after = text[match.end():match.end() + 1]
+        if len(run) > 1 and run[-1] in _ZH_DIGIT and run[-2] in "百千万亿" and after in _ZH_MEASURE:
+            run = run[:-1]  # 一万一个月
+        if run == "一":
+            continue
+        value = zh_number(run)
+        if value is not None:
+            values.append(str(value))
+    return tuple(sorted(values))
+
+
 _JA_RUNS = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf々〆]+|[\u30a0-\u30ffー]+|[a-z0-9]+|[\u3040-\u309f]+")
 
 EN_STOPWORDS = frozenset("""
@@ -72,7 +129,7 @@ class Analysis:
     negated: bool
     entities: frozenset[str]  # content tokens that look like names (capitalised, acronyms)
     script: str  # "latin" | "zh" | "ja"
-    spelled_numbers: tuple[str, ...] = ()  # English number words as digits, sorted
+    spelled_numbers: tuple[str, ...] = ()  # number words (English, Chinese) as digits, sorted
 
 
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'})
@@ -137,6 +194,10 @@ def analyze(text: str) -> Analysis:
                   if w.strip() and w.strip() not in ZH_STOPWORDS and _WORD.fullmatch(w.strip())]
         negated = any(marker in _ZH_NOT_NEGATION.sub("", lower) for marker in ZH_NEGATIONS)
         script = "zh"
+        # 5万 / 1.5千: one number (50,000), not 5 beside 万
+        scaled = _ZH_SCALED.sub(lambda m: f"{float(m[1]) * _ZH_SCALE[m[2]]:g}", lower)
+        numbers = tuple(sorted(n.replace(",", "") for n in _NUMBER.findall(scaled)))
+        spelled = _zh_numbers(_ZH_SCALED.sub(" ", lower))
     else:
         words = [w.replace("'", "") if w.endswith("n't") else w for w in _WORD.findall(lower)]
         negated = any(w in EN_NEGATIONS for w in words) or "n't" in lower
