@@ -495,6 +495,23 @@ def test_the_vector_model_judges_a_change_of_grammatical_person_not_of_words():
         assert verifier.settle(*pair, 0.99).reason == "pronoun"
 
 
+def test_a_scripts_model_may_ship_as_its_fold_models():
+    from hitrate.semantic.learned import FoldEnsemble, LearnedVerifier
+
+    model = json.loads(MODEL_PATH.read_text())
+    single = LearnedVerifier(model)
+    zh = model["by_script"]["zh"]
+    doubled = {"folds": zh["folds"] * 2} if "folds" in zh else {"folds": [zh, zh]}
+    as_folds = LearnedVerifier({**model, "by_script": {**model["by_script"], "zh": doubled}})
+    assert isinstance(as_folds.models["zh"], FoldEnsemble)
+    # the mean logit of the same fold models twice is the model's own score
+    pair = ("借款多久能到账", "借的钱什么时候到账", 0.95)
+    assert as_folds.score(*pair) == pytest.approx(single.score(*pair))
+    assert single.score(*pair) != pytest.approx(
+        LearnedVerifier({**model, "by_script": {**model["by_script"], "zh": model["by_script"]["latin"]}})
+        .score(*pair))
+
+
 def test_the_model_file_names_the_guards_it_was_fitted_without():
     from hitrate.semantic.learned import LearnedVerifier
 

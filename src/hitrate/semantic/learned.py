@@ -240,6 +240,13 @@ class FoldEnsemble:
         return _sigmoid(sum(model.logit(x) for model in self.folds) / len(self.folds))
 
 
+def fitted(data: dict) -> FittedModel | FoldEnsemble:
+    """A model file's model: one fitted model, or its fold models (`"folds"`)."""
+    if "folds" in data:
+        return FoldEnsemble([FittedModel.of(f) for f in data["folds"]])
+    return FittedModel.of(data)
+
+
 class LearnedVerifier:
     def __init__(self, model: dict, max_false_rate: float = 0.02):
         if model["features"] != list(NAMES) or model.get("word_vectors") != word_vectors.NAME:
@@ -249,7 +256,7 @@ class LearnedVerifier:
         # A model per script where one was fitted (English questions and Chinese ones
         # are told apart by different evidence), the pooled one otherwise.
         pooled = FittedModel.of(model)
-        by_script = {s: FittedModel.of(d) for s, d in model.get("by_script", {}).items()}
+        by_script = {s: fitted(d) for s, d in model.get("by_script", {}).items()}
         self.models = {script: by_script.get(script, pooled) for script in SCRIPTS}
         # Pair kinds with a model of their own (statements), else their script's.
         self.kind_models = {k: m for k, m in by_script.items() if k not in SCRIPTS}
