@@ -108,7 +108,7 @@ def main() -> None:
     rows = split(every, args.part) if args.part else every
     tuning = read_pairs(args.tune_file) if args.tune_file else every
     tune = split(tuning, args.tune_part) if args.tune_part else None
-    store = Embeddings(args.vectors)
+    store = Embeddings(args.vectors, fold=False)  # as those caches embed: as written
     texts = list(dict.fromkeys(t for a, b, _ in rows + (tune or []) for t in (a, b)))
     vectors = dict(zip(texts, store.get(texts), strict=True))
     for protocol in ("full", "pair"):

@@ -23,6 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from hitrate.semantic.text import embedding_text
+
+# e5 reading texts folded by `text.embedding_text` (case, final punctuation): the vector
+# space the shipped verifier's vector model was fitted on.
+E5_SPACE = "multilingual-e5-small/folded"
+
 
 def _unit(vectors: Any) -> np.ndarray:
     array = np.asarray(vectors, dtype=np.float32)
@@ -36,6 +42,12 @@ def _unit(vectors: Any) -> np.ndarray:
 class Embedder(ABC):
     name: str = "embedder"
 
+    @property
+    def vector_space(self) -> str:
+        """What its vectors are comparable with: the model and what it is given to read.
+        A learned verifier reads vectors only of the space it was fitted on."""
+        return self.name
+
     @abstractmethod
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) unit-length float32. Called on every semantic lookup and
@@ -48,15 +60,24 @@ class Embedder(ABC):
 class LocalEmbedder(Embedder):
     """A synchronous in-process model, loaded on first use, run on one worker thread."""
 
-    def __init__(self, name: str, load: Callable[[], Callable[[list[str]], Any]]):
+    def __init__(self, name: str, load: Callable[[], Callable[[list[str]], Any]],
+                 prepare: Callable[[str], str] | None = None, space: str | None = None):
         self.name = name
         self._load = load
+        self._prepare = prepare  # what the model reads of each text
+        self._space = space or name
         self._encode: Callable[[list[str]], Any] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hitrate-{name}")
+
+    @property
+    def vector_space(self) -> str:
+        return self._space
 
     def _run(self, texts: list[str]) -> np.ndarray:
         if self._encode is None:
             self._encode = self._load()
+        if self._prepare is not None:
+            texts = [self._prepare(t) for t in texts]
         return _unit(self._encode(texts))
 
     def embed_sync(self, texts: Sequence[str]) -> np.ndarray:
@@ -80,7 +101,7 @@ def e5() -> LocalEmbedder:
 
         return e5_onnx.shared(threads=_threads()).query
 
-    return LocalEmbedder("multilingual-e5-small", load)
+    return LocalEmbedder("multilingual-e5-small", load, embedding_text, E5_SPACE)
 
 
 def e5_c() -> LocalEmbedder:
@@ -95,7 +116,8 @@ def e5_c() -> LocalEmbedder:
         # "query: " on both sides: symmetric similarity between two questions.
         return model.query
 
-    return LocalEmbedder("multilingual-e5-small-c", load)
+    return LocalEmbedder("multilingual-e5-small-c", load, embedding_text,
+                         "multilingual-e5-small-c/folded")
 
 
 def use() -> LocalEmbedder:

@@ -97,8 +97,11 @@ class SemanticLayer:
         self._background: set[asyncio.Task[None]] = set()
 
     def scope_of(self, kind: str, context: dict[str, Any], namespace: str, tenant: str) -> str:
+        # The embedder's vector space is part of the scope: a persistent index written by
+        # another embedder, or by this one reading texts otherwise, is never searched with
+        # vectors it cannot be compared with (its entries are simply not found).
         scope = keys.digest({"kind": kind, "namespace": namespace, "tenant": tenant,
-                             "context": context})
+                             "context": context, "space": self.embedder.vector_space})
         self._tenants[scope] = keys.digest({"tenant": tenant})
         self._tenants.move_to_end(scope)
         if len(self._tenants) > self.settings.limits.cache_items:
@@ -195,7 +198,8 @@ class SemanticLayer:
         """The two embeddings for the learned verifier's vector model, or None when
         they are not from the embedder it was fitted on."""
         learned = self.settings.learned
-        if vectors is None or learned is None or not learned.reads_vectors_of(self.embedder.name):
+        if (vectors is None or learned is None
+                or not learned.reads_vectors_of(self.embedder.vector_space)):
             return None
         return vectors
 
