@@ -341,15 +341,15 @@ def stored_logits(scores: list[float]) -> list[float]:
     return np.round(np.log(s / (1 - s)), 4).tolist()
 
 
-def parse_vector_kind(spec: str) -> tuple[str, tuple[int, float]]:
-    """'latin:16:300' -> ('latin', (16, 300.0))."""
+def parse_vector_kind(spec: str, option: str = "--vector") -> tuple[str, tuple[int, float]]:
+    """'latin:16:300' -> ('latin', (16, 300.0)); `option` names the flag in errors."""
     try:
         kind, hidden, l2 = spec.split(":")
         parsed = int(hidden), float(l2)
     except ValueError:
-        raise SystemExit(f"--vector: expected KIND:HIDDEN:L2, not {spec!r}") from None
+        raise SystemExit(f"{option}: expected SCRIPT:HIDDEN:L2, not {spec!r}") from None
     if kind not in SCRIPTS:
-        raise SystemExit(f"--vector: {kind!r} is not one of {', '.join(SCRIPTS)}")
+        raise SystemExit(f"{option}: {kind!r} is not one of {', '.join(SCRIPTS)}")
     return kind, parsed
 
 
@@ -509,7 +509,7 @@ def main() -> None:
     guards_by_script(guards_off)  # an unknown name ends the run here
     vector_kinds = dict(parse_vector_kind(v) for v in args.vector or [DEFAULT_VECTOR]
                         if v != "none")
-    script_nets = dict(parse_vector_kind(v) for v in args.script_model)
+    script_nets = dict(parse_vector_kind(v, "--script-model") for v in args.script_model)
     rng = random.Random(13)
     emb = Embeddings(args.cache, fold=args.fold)
 
