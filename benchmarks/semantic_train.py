@@ -82,7 +82,7 @@ from hitrate.semantic.learned import (
     unseen_writer_threshold,
     vector_features,
 )
-from hitrate.semantic.text import analyze, embedding_text
+from hitrate.semantic.text import analyze, embedding_text, without_final_punctuation
 
 FILES = ("en_gptcache_dev.tsv", "zh_pawsx_dev.tsv")
 # Pairs written for this project (ours to ship): natural English questions, Chinese
@@ -98,7 +98,6 @@ MIN_SCRIPT_POSITIVES = 40  # a script calibrates on its own with at least this m
 UNLABELLED_TWINS = frozenset({"en_gptcache_dev.tsv"})
 FLOOR = 0.84  # the index's similarity floor: candidates below it are never verified
 NEIGHBOURS = 5
-VECTOR_EMBEDDER = E5_SPACE  # the default embedder's vectors (embedders.e5)
 # The vector models: English questions (16 ReLU units, decay 0.03). Out of fold, one
 # fitted on every pair kind lost recall on Chinese and on statements.
 DEFAULT_VECTOR = "latin:16:300"
@@ -124,6 +123,7 @@ class Embeddings:
         # What the model reads of each text: folded as the runtime embedder folds it
         # (`text.embedding_text`), unless `fold` is False. Keys are the texts as read.
         self.read = embedding_text if fold else (lambda t: t)
+        self.space = E5_SPACE if fold else "multilingual-e5-small"  # what a model reads
         self.vectors: dict[str, np.ndarray] = {}
         if path.exists():
             data = np.load(path, allow_pickle=False)
@@ -259,15 +259,11 @@ def part_pairs(rows: list[Row], emb: Embeddings) -> list[tuple[str, str, float, 
 # typed casually (`semantic_style.py`). Fitting on each English question pair in both
 # styles too (default; `--no-style-augment`) leaves style no label to tell: 88 / 2,
 # 76 / 1 and 94 / 2 as written, casual and formal.
-_END = re.compile(r"[\s?.!\uff1f\u3002]+$")
-
-
-def casual(text: str) -> str:
-    return _END.sub("", text).lower()
+casual = embedding_text  # lower case, no final punctuation: as the embedder reads it
 
 
 def formal(text: str) -> str:
-    text = _END.sub("", text)
+    text = without_final_punctuation(text)
     return text[:1].upper() + text[1:] + "?"
 
 
@@ -678,8 +674,7 @@ def main() -> None:
     if vector_kinds:
         texts = list(dict.fromkeys(t for q, c, *_ in every for t in (q, c)))
         vec = dict(zip(texts, emb.get(texts), strict=True))
-        space = VECTOR_EMBEDDER if args.fold else "multilingual-e5-small"
-        vector_model: dict = {"embedder": space, "inputs": VECTOR_INPUTS,
+        vector_model: dict = {"embedder": emb.space, "inputs": VECTOR_INPUTS,
                               "dim": len(next(iter(vec.values()))),
                               "by_kind": {}, "by_script": {}, "calibration": {}}
         for vector_kind, (hidden, l2) in vector_kinds.items():

@@ -218,6 +218,11 @@ def analyze(text: str) -> Analysis:
 _TRAILING = re.compile(r"[\s?.!\uff1f\u3002\uff01]+$")
 
 
+def without_final_punctuation(text: str) -> str:
+    """`text` without its final question marks, full stops or exclamation marks."""
+    return _TRAILING.sub("", text.strip())
+
+
 def embedding_text(text: str) -> str:
     """`text` as the embedder reads it: lower case, no final question mark or full stop."""
-    return _TRAILING.sub("", text.strip()).lower() or text
+    return without_final_punctuation(text).lower() or text
